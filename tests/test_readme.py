@@ -1,0 +1,64 @@
+"""The README's commands are the ones CI runs, and the examples print what the guides show."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def readme_commands():
+    return re.findall(r"```bash\n(.+?)\n```", (ROOT / "README.md").read_text())
+
+
+def test_readme_opens_with_the_example_and_test_commands():
+    example, tests = readme_commands()[:2]
+    assert "examples/" in example and "pip install" in example
+    assert "pytest" in tests and ".[test]" in tests
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    ci_command = re.search(r"TEST_COMMAND='(.+)'", ci).group(1)
+    assert ci_command == readme_commands()[1]
+
+
+def run_example(name):
+    env = {**os.environ, "JAXVARS_QUICK": "1"}
+    env.pop("XLA_FLAGS", None)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize(
+    "expected",
+    [
+        "Shape:  (2, 2)",
+        "DType:  float32",
+        "Index of highest value: [1 1]",
+        "Copying and reshaping:  [[1. 2. 3. 4.]]",
+        "ValueError: Cannot assign to variable 'Variable': the variable's shape (2,) and "
+        "the value's shape (3,)",
+        "[5. 6.]\n[2. 3.]\n[7. 9.]\n[0. 0.]",
+        "[[False False]\n [False False]]",
+        "step_counter: <jaxvars.Variable 'Variable' shape=() dtype=int32 trainable=False",
+    ],
+)
+def test_variables_guide_prints_what_the_tf_guide_shows(expected, variables_guide_output):
+    assert expected in variables_guide_output
+
+
+@pytest.fixture(scope="module")
+def variables_guide_output():
+    return run_example("variables_guide.py")
