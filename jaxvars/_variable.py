@@ -13,7 +13,7 @@ import numpy as np
 from jax.core import Tracer
 from jax.sharding import Sharding
 
-from . import _dtypes, _placement
+from . import _dtypes, _naming, _placement
 from ._errors import (
     SHAPE_MISMATCH,
     TRACER_ASSIGN,
@@ -38,7 +38,8 @@ class Variable:
         initial_value: A Python number, nested list, NumPy or JAX array, another
             Variable (its current value is copied), or a zero-argument callable
             returning one of those.
-        name: Any string; need not be unique. Defaults to ``"Variable"``.
+        name: A string; need not be unique. Defaults to ``"Variable"``. Enclosing
+            ``variable_scope``/``name_scope`` names prefix it (``"scope/name"``).
         trainable: A bool, or a boolean array of the variable's shape masking
             which elements are trainable.
         dtype: Cast the initial value to this dtype (``same_kind`` rule);
@@ -80,10 +81,9 @@ class Variable:
         device: Any = None,
         sharding: Sharding | None = None,
     ) -> None:
-        if name is None:
-            name = "Variable"
-        if not isinstance(name, str):
-            raise JaxvarsTypeError(f"A variable's name must be a str, got {type(name).__name__}.")
+        name = _naming.qualified(
+            _naming.check_name("Variable" if name is None else name, "variable")
+        )
         self._name = name
         if callable(initial_value) and not isinstance(initial_value, Variable):
             initial_value = initial_value()
@@ -100,7 +100,7 @@ class Variable:
             if dtype is None
             else _dtypes.canonical_dtype(dtype, name=name)
         )
-        value = _dtypes.cast(array, weak, target, name=name, op="initialise")
+        value = _dtypes.cast(array, weak, target, name=name, op="assign")
         self._sharding = _placement.resolve_sharding(device, sharding)
         # Copy so that no other array (or variable) shares this buffer: a buffer
         # donated by one owner must never disappear under another.
@@ -431,6 +431,25 @@ def _unflatten(_: None, children: tuple[Any, ...]) -> Any:
     return children[0]
 
 
+def _flatten_with_keys(v: Variable) -> tuple[tuple[tuple[Any, jax.Array]], None]:
+    return ((_VALUE_KEY, v._value),), None
+
+
+_VALUE_KEY = jax.tree_util.GetAttrKey("value")
+
 # A pytree with the value as its only leaf: this is how jitted jnp and jax.nn
 # functions accept variables on JAX 0.10, where __jax_array__ alone is refused.
-jax.tree_util.register_pytree_node(Variable, _flatten, _unflatten)
+jax.tree_util.register_pytree_with_keys(
+    Variable,
+    _flatten_with_keys,
+    _unflatten,  # pyright: ignore[reportArgumentType]  # rebuilds as the value, on purpose
+    _flatten,
+)
+
+# Primitives bound directly (jax.lax.conv_general_dilated(x, v), jax.lax.add(v, 1))
+# canonicalise each operand by type and refuse __jax_array__; this handler hands
+# them the current value. It uses a JAX internal, which pyproject pins (jax<0.11)
+# and tests/test_variable.py checks.
+from jax._src import dtypes as _jax_dtypes  # noqa: E402
+
+_jax_dtypes.register_canonicalize_value_handler(Variable, lambda v: v._value)

@@ -62,3 +62,12 @@ def test_variables_guide_prints_what_the_tf_guide_shows(expected, variables_guid
 @pytest.fixture(scope="module")
 def variables_guide_output():
     return run_example("variables_guide.py")
+
+
+def test_sharing_variables_example_shares_one_set_of_four():
+    out = run_example("sharing_variables.py")
+    assert "naive: same image, two calls, same result? False" in out
+    assert "the store holds 4 variables" in out
+    assert "image1 went through the shared filter: True" in out
+    assert "image2 went through the shared filter: True" in out
+    assert "without reuse: Variable 'image_filters/conv1/weights' already exists" in out

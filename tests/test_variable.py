@@ -104,8 +104,10 @@ def test_bad_initial_values_raise_clear_errors(bad, error, message):
 
 
 def test_name_must_be_a_string():
-    with pytest.raises(TypeError, match="name must be a str, got int"):
+    with pytest.raises(TypeError, match="variable name must be a str, got int"):
         jv.Variable(1.0, name=3)
+    with pytest.raises(ValueError, match="Invalid variable name ''"):
+        jv.Variable(1.0, name="")
 
 
 # -- names, attributes, repr, hashing ------------------------------------------------
@@ -538,6 +540,21 @@ def test_jnp_and_jax_nn_functions_accept_variables(fn):
     before = v.value
     np.testing.assert_allclose(np.asarray(fn(v)), np.asarray(fn(jnp.asarray(X))))
     assert v.value is before
+
+
+@pytest.mark.parametrize("jitted", [False, True])
+def test_lax_primitives_accept_variables(jitted):
+    images = jv.Variable(np.ones((1, 4, 4, 2), np.float32))
+    kernel = jv.Variable(np.ones((3, 3, 2, 2), np.float32))
+
+    def conv():
+        return jax.lax.conv_general_dilated(
+            images, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    out = jax.jit(conv)() if jitted else conv()
+    assert out.shape == (1, 4, 4, 2) and float(out[0, 1, 1, 0]) == 18.0
+    np.testing.assert_array_equal(jax.lax.add(images, 1.0), 2 * np.ones((1, 4, 4, 2)))
 
 
 def test_numpy_conversion():

@@ -1,0 +1,207 @@
+"""Module: a class whose attributes hold variables and submodules, tracked for you."""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ._scope import AUTO_REUSE, VariableScope, current_scope, variable_scope
+from ._store import active_store
+from ._variable import Variable
+
+
+class Module:
+    """Base class for models that own variables, like ``tf.Module``.
+
+    Variables and submodules assigned as attributes (also inside lists, tuples
+    and dicts) are tracked. Each module has a variable scope: ``jv.Variable``
+    names and ``get_variable`` variables created in its methods are prefixed
+    with it, and ``get_variable`` reuses (``AUTO_REUSE``) there, so calling a
+    module twice shares its variables.
+
+    Args:
+        name: The module's name; by default the class name in snake_case,
+            made unique in the active store (``dense``, ``dense_1``, ...).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jaxvars as jv
+        >>> class Dense(jv.Module):
+        ...     def __init__(self, n_in, n_out, name=None):
+        ...         super().__init__(name=name)
+        ...         self.w = jv.Variable(jnp.ones((n_in, n_out)), name="w")
+        ...         self.b = jv.Variable(jnp.zeros(n_out), name="b")
+        ...     def __call__(self, x):
+        ...         return x @ self.w + self.b
+        >>> with jv.Store():
+        ...     layer = Dense(3, 2)
+        >>> layer.name, [v.name for v in layer.variables], list(layer.named_variables())
+        ('dense', ['dense/w', 'dense/b'], ['w', 'b'])
+    """
+
+    _module_name: str
+    _module_scope: VariableScope
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr, value in list(vars(cls).items()):
+            if inspect.isfunction(value) and (
+                not attr.startswith("__") or attr in ("__init__", "__call__")
+            ):
+                setattr(cls, attr, _in_module_scope(value))
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Module:
+        # Named before __init__ runs, so variables made in __init__ are scoped.
+        module = super().__new__(cls)
+        module._set_name(kwargs.get("name"))
+        return module
+
+    def __init__(self, name: str | None = None) -> None:
+        if name is not None and name != self._module_name:
+            self._set_name(name)
+
+    def _set_name(self, name: str | None) -> None:
+        parent = current_scope().name
+        base = name if name is not None else _snake_case(type(self).__name__)
+        full = active_store()._unique_name(f"{parent}/{base}" if parent else base)
+        self._module_name = name if name is not None else full.rsplit("/", 1)[-1]
+        self._module_scope = VariableScope(full)
+
+    @property
+    def name(self) -> str:
+        """The module's name (``dense``, ``dense_1``, or the one given)."""
+        return self._module_name
+
+    @property
+    def scope_name(self) -> str:
+        """The full name of the module's variable scope (``"encoder/dense"``)."""
+        return self._module_scope.name
+
+    def named_variables(self) -> dict[str, Variable]:
+        """``{path: variable}``, paths being attribute paths (``"layers/0/w"``).
+
+        Paths never contain generated names, so two identical models have the
+        same paths: these are the checkpoint keys. A variable reachable by two
+        paths appears once, under the first.
+        """
+        return dict(_walk(self, set(), set())[0])
+
+    @property
+    def variables(self) -> tuple[Variable, ...]:
+        """Every tracked variable, in attribute order, submodules in place, no duplicates."""
+        return tuple(self.named_variables().values())
+
+    @property
+    def trainable_variables(self) -> tuple[Variable, ...]:
+        """The tracked variables whose ``trainable`` is not False (masked ones count)."""
+        return tuple(v for v in self.variables if v.trainable is not False)
+
+    @property
+    def submodules(self) -> tuple[Module, ...]:
+        """Every module inside this one (not itself), pre-order, depth first."""
+        return tuple(_walk(self, set(), set())[1])
+
+    def summary(self, print_fn: Callable[[str], Any] = print) -> None:
+        """Print a table of path, shape, dtype, trainable and parameter count, with totals.
+
+        Args:
+            print_fn: Called with each line (``print`` by default).
+        """
+        header = ("path", "shape", "dtype", "trainable", "params")
+        rows = [header, *self._summary_rows()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        print_fn(f"{type(self).__name__} '{self.name}'")
+        for row in rows:
+            print_fn(
+                "  ".join(
+                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+                ).rstrip()
+            )
+        print_fn(self._totals())
+
+    def _summary_rows(self) -> Iterator[tuple[str, ...]]:
+        for path, v in self.named_variables().items():
+            trainable = v.trainable
+            label = str(trainable) if isinstance(trainable, bool) else "mask"
+            yield path, str(v.shape), str(v.dtype), label, f"{v.size:,}"
+
+    def _totals(self) -> str:
+        total = trainable = 0
+        for v in self.variables:
+            total += v.size
+            mask = v.trainable
+            trainable += v.size if mask is True else 0 if mask is False else int(np.sum(mask))
+        return (
+            f"Total: {total:,} parameters ({trainable:,} trainable, "
+            f"{total - trainable:,} non-trainable)"
+        )
+
+    def _repr_html_(self) -> str:
+        cells = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            for row in self._summary_rows()
+        )
+        head = "".join(f"<th>{h}</th>" for h in ("path", "shape", "dtype", "trainable", "params"))
+        title = html.escape(f"{type(self).__name__} '{self.name}'")
+        return (
+            f"<p><b>{title}</b></p><table><tr>{head}</tr>{cells}</table>"
+            f"<p>{html.escape(self._totals())}</p>"
+        )
+
+    def __repr__(self) -> str:
+        count = sum(v.size for v in self.variables)
+        return f"{type(self).__name__}(name={self.name!r}, parameters={count:,})"
+
+
+def _in_module_scope(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def scoped(self: Module, *args: Any, **kwargs: Any) -> Any:
+        scope = self.__dict__.get("_module_scope")
+        if scope is None:  # a method called before the module was named
+            return method(self, *args, **kwargs)
+        with variable_scope(scope, reuse=AUTO_REUSE):
+            return method(self, *args, **kwargs)
+
+    return scoped
+
+
+def _walk(
+    module: Module, seen_variables: set[int], seen_modules: set[int]
+) -> tuple[list[tuple[str, Variable]], list[Module]]:
+    """Pre-order, depth-first walk: (path, variable) pairs and submodules."""
+    variables: list[tuple[str, Variable]] = []
+    modules: list[Module] = []
+    seen_modules.add(id(module))
+
+    def visit(value: Any, path: str) -> None:
+        if isinstance(value, Variable):
+            if id(value) not in seen_variables:
+                seen_variables.add(id(value))
+                variables.append((path, value))
+        elif isinstance(value, Module):
+            if id(value) not in seen_modules:
+                modules.append(value)
+                inner, submodules = _walk(value, seen_variables, seen_modules)
+                variables.extend((f"{path}/{p}", v) for p, v in inner)
+                modules.extend(submodules)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(item, f"{path}/{i}")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, f"{path}/{key}")
+
+    for attr, value in vars(module).items():
+        if not attr.startswith("_module_"):
+            visit(value, attr)
+    return variables, modules
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()

@@ -1,0 +1,219 @@
+"""The Store: a registry mapping full names to the variables ``get_variable`` made."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from . import _dtypes
+from ._errors import JaxvarsValueError
+from ._variable import Variable
+
+_active: contextvars.ContextVar[tuple[Store, ...]] = contextvars.ContextVar(
+    "jaxvars_active_stores", default=()
+)
+
+
+class Store(Mapping[str, Variable]):
+    """A registry of named variables, used like a read-only dict.
+
+    ``get_variable`` creates and finds variables in the active store: the
+    default one, or the innermost store entered with ``with store:``. A Store
+    is a pytree whose leaves are its variables' values (in creation order), so
+    it can be passed to ``jax`` functions; rebuilding it gives a plain
+    ``{name: value}`` dict.
+
+    Example:
+        >>> import jaxvars as jv
+        >>> store = jv.Store()
+        >>> with store, jv.variable_scope("layer"):
+        ...     w = jv.get_variable("w", initializer=[1.0, 2.0])
+        >>> list(store), store["layer/w"] is w, len(store)
+        (['layer/w'], True, 1)
+    """
+
+    def __init__(self) -> None:
+        self._variables: dict[str, Variable] = {}
+        self._origins: dict[str, str] = {}
+        self._name_counts: dict[str, int] = {}
+        self._lock = threading.RLock()
+
+    # -- mapping ------------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> Variable:
+        try:
+            return self._variables[name]
+        except KeyError:
+            raise KeyError(f"No variable named {name!r} in this store.") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._variables))
+
+    def __len__(self) -> int:
+        return len(self._variables)
+
+    def __repr__(self) -> str:
+        return f"<jaxvars.Store with {len(self)} variables: {list(self._variables)}>"
+
+    # Stores are distinct registries: compare by identity, not by contents
+    # (Mapping's __eq__ would compare variables, which is elementwise).
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__  # pyright: ignore[reportAssignmentType]  # Mapping sets None
+
+    def variables(self) -> tuple[Variable, ...]:
+        """All variables, in creation order."""
+        return tuple(self._variables.values())
+
+    def trainable_variables(self) -> tuple[Variable, ...]:
+        """Variables whose ``trainable`` is not False (masked variables count)."""
+        return tuple(v for v in self._variables.values() if v.trainable is not False)
+
+    def state(self) -> dict[str, jax.Array]:
+        """A ``{name: array}`` snapshot of every variable's current value."""
+        return {name: v.value for name, v in self._variables.items()}
+
+    def load_state(self, state: Mapping[str, Any], *, strict: bool = True) -> None:
+        """Assign every variable from ``state``, after checking all of it.
+
+        Every key, shape and dtype must match exactly; a variable missing from
+        ``state`` is an error, and so (with ``strict=True``) is a key that names
+        no variable. On any problem nothing changes.
+
+        Raises:
+            ValueError: listing every problem found.
+        """
+        values = check_state(dict(self._variables), state, strict=strict, what="load_state")
+        with self._lock:
+            for name, value in values.items():
+                self._variables[name].assign(value)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Forget every variable and every generated name (for notebook re-runs).
+
+        Variables already handed out keep working; the store just no longer
+        knows them, so ``get_variable`` creates them anew.
+        """
+        with self._lock:
+            self._variables.clear()
+            self._origins.clear()
+            self._name_counts.clear()
+
+    def __enter__(self) -> Store:
+        # The stack lives in a context variable (per thread), not on the store,
+        # so several threads may enter the same store at once.
+        _active.set((*_active.get(), self))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _active.set(_active.get()[:-1])
+
+    # -- used by scopes and modules -----------------------------------------------
+
+    def _add(self, name: str, variable: Variable, origin: str) -> None:
+        self._variables[name] = variable
+        self._origins[name] = origin
+
+    def _unique_name(self, base: str) -> str:
+        """``base``, then ``base_1``, ``base_2``... on later calls with the same base."""
+        with self._lock:
+            count = self._name_counts.get(base, 0)
+            self._name_counts[base] = count + 1
+        return base if count == 0 else f"{base}_{count}"
+
+
+def check_state(
+    variables: Mapping[str, Variable], state: Mapping[str, Any], *, strict: bool, what: str
+) -> dict[str, Any]:
+    """Validate ``state`` against ``variables``: keys, exact shapes and dtypes.
+
+    Returns the values to assign, keyed by name. Raises one ValueError that
+    lists every problem.
+    """
+    problems = [f"missing key {name!r}" for name in variables if name not in state]
+    if strict:
+        problems += [f"unexpected key {name!r}" for name in state if name not in variables]
+    values = {}
+    for name, variable in variables.items():
+        if name not in state:
+            continue
+        value = state[name]
+        if isinstance(value, Variable):
+            value = value.value
+        shape, dtype = np.shape(value), getattr(value, "dtype", None)
+        if dtype is None:
+            dtype = _dtypes.infer_dtype(np.asarray(value))
+        if tuple(shape) != variable.shape:
+            problems.append(f"{name!r}: shape {tuple(shape)} != variable's {variable.shape}")
+        elif np.dtype(dtype) != variable.dtype:
+            problems.append(f"{name!r}: dtype {np.dtype(dtype)} != variable's {variable.dtype}")
+        else:
+            values[name] = value
+    if problems:
+        raise JaxvarsValueError(
+            f"{what}: {len(problems)} problem(s), nothing was changed:\n  " + "\n  ".join(problems)
+        )
+    return values
+
+
+_default_store = Store()
+
+
+def active_store() -> Store:
+    """The innermost store entered with ``with store:``, else the default store."""
+    stack = _active.get()
+    return stack[-1] if stack else _default_store
+
+
+def default_store() -> Store:
+    """The store ``get_variable`` uses outside any ``with store:`` block.
+
+    Example:
+        >>> import jaxvars as jv
+        >>> isinstance(jv.default_store(), jv.Store)
+        True
+    """
+    return _default_store
+
+
+def reset_default_store() -> None:
+    """Empty the default store, so re-running a notebook cell creates afresh.
+
+    The TF1 pain this removes: re-running a cell that calls ``get_variable``
+    raised "already exists". Variables already handed out keep working.
+
+    Example:
+        >>> import jaxvars as jv
+        >>> jv.reset_default_store()
+        >>> len(jv.default_store())
+        0
+    """
+    _default_store.clear()
+
+
+def _flatten(store: Store) -> tuple[list[Variable], tuple[str, ...]]:
+    return list(store._variables.values()), tuple(store._variables)
+
+
+def _flatten_with_keys(store: Store) -> tuple[list[tuple[Any, Variable]], tuple[str, ...]]:
+    items = store._variables.items()
+    return [(jax.tree_util.DictKey(k), v) for k, v in items], tuple(store._variables)
+
+
+def _unflatten(names: tuple[str, ...], children: Any) -> dict[str, Any]:
+    # Names (never the store) are the static data, so JAX caches keep no store alive.
+    return dict(zip(names, children, strict=True))
+
+
+jax.tree_util.register_pytree_with_keys(
+    Store,
+    _flatten_with_keys,
+    _unflatten,  # pyright: ignore[reportArgumentType]  # rebuilds as a dict, on purpose
+    _flatten,
+)

@@ -1,0 +1,169 @@
+"""jv.Module (API.md section 3)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxvars as jv
+
+
+class Dense(jv.Module):
+    def __init__(self, n_in, n_out, name=None):
+        super().__init__(name=name)
+        self.w = jv.Variable(jv.random.normal((n_in, n_out)) * 0.1, name="w")
+        self.b = jv.Variable(jnp.zeros(n_out), name="b")
+
+    def __call__(self, x):
+        return x @ self.w + self.b
+
+
+class MyBlock(jv.Module):
+    def __init__(self):
+        super().__init__()
+        self.first = Dense(2, 3)
+        self.scale = jv.Variable(1.0, name="scale", trainable=False)
+        self.layers = [Dense(3, 3), (Dense(3, 1),)]
+        self.by_name = {"shared": self.first, "extra": jv.Variable(0.0, name="extra")}
+
+
+def test_auto_names_are_snake_case_and_unique():
+    names = [Dense(1, 1).name, Dense(1, 1).name, MyBlock().name, MyBlock().name]
+    assert names[:2] == ["dense", "dense_1"]
+    assert names[2:] == ["my_block", "my_block_1"]
+    assert Dense(1, 1, name="custom").name == "custom"
+
+
+def test_variables_in_attribute_order_with_submodules_in_place_and_no_duplicates():
+    block = MyBlock()
+    assert list(block.named_variables()) == [
+        "first/w",
+        "first/b",
+        "scale",
+        "layers/0/w",
+        "layers/0/b",
+        "layers/1/0/w",
+        "layers/1/0/b",
+        "by_name/extra",
+    ]
+    assert block.variables == tuple(block.named_variables().values())
+    assert [v.name for v in block.variables][:3] == [
+        "my_block/dense/w",
+        "my_block/dense/b",
+        "my_block/scale",
+    ]
+    assert all(v is not block.scale for v in block.trainable_variables)
+    assert len(block.trainable_variables) == 7
+
+
+def test_submodules_pre_order_depth_first():
+    class Outer(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = MyBlock()
+            self.head = Dense(1, 1)
+
+    outer = Outer()
+    assert outer.submodules == (
+        outer.block,
+        outer.block.first,
+        outer.block.layers[0],
+        outer.block.layers[1][0],
+        outer.head,
+    )
+
+
+def test_paths_are_identical_for_identical_models():
+    a, b = MyBlock(), MyBlock()
+    assert a.name != b.name
+    assert list(a.named_variables()) == list(b.named_variables())
+
+
+def test_a_variable_shared_by_two_submodules_appears_once():
+    class Tied(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = Dense(2, 2)
+            self.decoder = Dense(2, 2)
+            self.decoder.w = self.encoder.w
+
+    tied = Tied()
+    assert list(tied.named_variables()) == ["encoder/w", "encoder/b", "decoder/b"]
+
+
+def test_masked_variables_count_as_trainable():
+    layer = Dense(2, 2)
+    layer.w.trainable = np.array([[True, False], [False, False]])
+    layer.b.trainable = False
+    assert layer.trainable_variables == (layer.w,)
+
+
+def test_get_variable_in_a_method_lives_under_the_module_scope_and_is_reused():
+    class Lazy(jv.Module):
+        def __call__(self, x):
+            w = jv.get_variable("w", (x.shape[-1], 2))
+            return x @ w
+
+    with jv.variable_scope("net"):
+        lazy = Lazy()
+    x = jnp.ones((1, 3))
+    first = lazy(x)
+    np.testing.assert_array_equal(lazy(x), first)
+    assert list(jv.default_store()) == ["net/lazy/w"]
+    assert lazy.scope_name == "net/lazy"
+
+
+def test_nested_module_scopes_follow_construction():
+    class Outer(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Dense(1, 1)
+
+    outer = Outer()
+    assert outer.inner.scope_name == "outer/dense"
+    assert outer.inner.w.name == "outer/dense/w"
+
+
+def test_a_module_that_skips_super_init_is_still_named():
+    class Bare(jv.Module):
+        def __init__(self):
+            self.v = jv.Variable(1.0, name="v")
+
+    bare = Bare()
+    assert bare.name == "bare" and bare.v.name == "bare/v"
+
+
+def test_summary_prints_a_table_with_totals():
+    block = MyBlock()
+    block.first.w.trainable = np.array([[True, False, False], [True, False, False]])
+    lines = []
+    block.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert lines[0] == "MyBlock 'my_block'"
+    assert lines[1].split() == ["path", "shape", "dtype", "trainable", "params"]
+    assert lines[2].split() == ["first/w", "(2,", "3)", "float32", "mask", "6"]
+    assert ["scale", "()", "float32", "False", "1"] in [line.split() for line in lines]
+    assert "layers/1/0/w" in text
+    total = 6 + 3 + 1 + 9 + 3 + 3 + 1 + 1
+    assert lines[-1] == f"Total: {total} parameters ({total - 4 - 1} trainable, 5 non-trainable)"
+
+
+def test_html_repr_and_repr():
+    block = MyBlock()
+    html = block._repr_html_()
+    assert "<table>" in html and "<td>layers/1/0/w</td>" in html
+    assert repr(block) == "MyBlock(name='my_block', parameters=27)"
+
+
+def test_modules_compose_in_calls():
+    layer = Dense(2, 1)
+    layer.w.assign([[1.0], [2.0]])
+    np.testing.assert_array_equal(layer(jnp.array([[1.0, 1.0]])), [[3.0]])
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("MLP", "mlp"), ("MyBlock", "my_block"), ("HTTPServer2", "http_server2"), ("x", "x")],
+)
+def test_snake_case(name, expected):
+    cls = type(name, (jv.Module,), {})
+    assert cls().name == expected
