@@ -5,6 +5,7 @@ from ._config import config as config
 from ._errors import JaxvarsError as JaxvarsError
 from ._module import Module as Module
 from ._naming import name_scope as name_scope
+from ._optimizer import Optimizer as Optimizer
 from ._scope import AUTO_REUSE as AUTO_REUSE
 from ._scope import VariableScope as VariableScope
 from ._scope import get_variable as get_variable
@@ -13,6 +14,10 @@ from ._scope import variable_scope as variable_scope
 from ._store import Store as Store
 from ._store import default_store as default_store
 from ._store import reset_default_store as reset_default_store
+from ._transforms import fori_loop as fori_loop
+from ._transforms import grad as grad
+from ._transforms import jit as jit
+from ._transforms import value_and_grad as value_and_grad
 from ._variable import Variable as Variable
 
 __version__ = "0.1.0.dev0"
@@ -21,16 +26,21 @@ __all__ = [
     "AUTO_REUSE",
     "JaxvarsError",
     "Module",
+    "Optimizer",
     "Store",
     "Variable",
     "VariableScope",
     "config",
     "default_store",
+    "fori_loop",
     "get_variable",
+    "grad",
+    "jit",
     "make_template",
     "name_scope",
     "random",
     "reset_default_store",
+    "value_and_grad",
     "variable_scope",
 ]
 
@@ -38,14 +48,19 @@ __all__ = [
 for _public in (
     JaxvarsError,
     Module,
+    Optimizer,
     Store,
     Variable,
     VariableScope,
     default_store,
+    fori_loop,
     get_variable,
+    grad,
+    jit,
     make_template,
     name_scope,
     reset_default_store,
+    value_and_grad,
     variable_scope,
 ):
     _public.__module__ = __name__

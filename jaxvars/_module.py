@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _trace
 from ._scope import AUTO_REUSE, VariableScope, current_scope, variable_scope
 from ._store import active_store
 from ._variable import Variable
@@ -72,6 +73,16 @@ class Module:
         full = active_store()._unique_name(f"{parent}/{base}" if parent else base)
         self._module_name = name if name is not None else full.rsplit("/", 1)[-1]
         self._module_scope = VariableScope(full)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        if _holds_state(value) or _holds_state(self.__dict__.get(attr)):
+            _trace.bump_epoch()  # compiled code that walked this module is stale
+        object.__setattr__(self, attr, value)
+
+    def __delattr__(self, attr: str) -> None:
+        if _holds_state(self.__dict__.get(attr)):
+            _trace.bump_epoch()
+        object.__delattr__(self, attr)
 
     @property
     def name(self) -> str:
@@ -201,6 +212,10 @@ def _walk(
         if not attr.startswith("_module_"):
             visit(value, attr)
     return variables, modules
+
+
+def _holds_state(value: Any) -> bool:
+    return isinstance(value, (Variable, Module, list, tuple, dict))
 
 
 def _snake_case(name: str) -> str:

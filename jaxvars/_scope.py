@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import _dtypes, _naming, _random
+from . import _dtypes, _naming, _random, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._initializers import default_for
 from ._store import active_store
@@ -198,9 +198,23 @@ def get_variable(
                 f"Variable '{full}' does not exist, or was not created with get_variable(). "
                 "Did you mean to set reuse=jv.AUTO_REUSE in variable_scope?"
             )
-        variable = _create(full, shape, asked_dtype, initializer, scope, trainable)
+        with _trace.outside():  # concrete initial values, even inside jv.jit
+            variable = _create(full, shape, asked_dtype, initializer, scope, trainable)
         store._add(full, variable, _caller())
         return variable
+
+
+def adopt(full: str, variable: Variable) -> Variable:
+    """Register ``variable`` (made by jaxvars itself) in the active store as ``full``."""
+    store = active_store()
+    with store._lock:
+        if full in store._variables:
+            raise JaxvarsValueError(
+                f"Variable '{full}' already exists, disallowed. Originally created at "
+                f"{store._origins[full]}."
+            )
+        store._add(full, variable, _caller())
+    return variable
 
 
 def _create(

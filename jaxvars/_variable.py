@@ -13,7 +13,7 @@ import numpy as np
 from jax.core import Tracer
 from jax.sharding import Sharding
 
-from . import _dtypes, _naming, _placement
+from . import _dtypes, _naming, _placement, _trace
 from ._errors import (
     SHAPE_MISMATCH,
     TRACER_ASSIGN,
@@ -61,11 +61,11 @@ class Variable:
         [4.0, 6.0]
     """
 
-    __slots__ = ("_value", "_name", "_trainable", "_sharding", "_lock", "__weakref__")
+    __slots__ = ("_array", "_name", "_trainable", "_sharding", "_lock", "__weakref__")
     # NumPy defers to our reflected operators instead of converting us.
     __array_priority__ = 100
 
-    _value: jax.Array
+    _array: jax.Array  # the concrete value; read it through _value, which sees traces
     _name: str
     _trainable: bool | jax.Array
     _sharding: Sharding | None
@@ -85,35 +85,26 @@ class Variable:
             _naming.check_name("Variable" if name is None else name, "variable")
         )
         self._name = name
-        if callable(initial_value) and not isinstance(initial_value, Variable):
-            initial_value = initial_value()
-        if isinstance(initial_value, Variable):
-            initial_value = initial_value._value
-        array, weak = _dtypes.to_array(initial_value, name=name)
-        if isinstance(array, Tracer):
-            raise JaxvarsTypeError(
-                f"The initial value of variable '{name}' is a JAX tracer: variables must be "
-                "created from concrete values, outside raw jax transforms."
-            )
-        target = (
-            _dtypes.infer_dtype(array)
-            if dtype is None
-            else _dtypes.canonical_dtype(dtype, name=name)
-        )
-        value = _dtypes.cast(array, weak, target, name=name, op="assign")
-        self._sharding = _placement.resolve_sharding(device, sharding)
-        # Copy so that no other array (or variable) shares this buffer: a buffer
-        # donated by one owner must never disappear under another.
-        if self._sharding is None:
-            value = _uncommitted(value) if value.committed else jnp.array(value, copy=True)
-        else:
-            value = _place(value, self._sharding, name, copy=True)
-        self._value = value
+        _trace.note_created(self)
+        with _trace.outside():  # initial values are concrete, even inside jv.jit
+            if callable(initial_value) and not isinstance(initial_value, Variable):
+                initial_value = initial_value()
+            self._array = _initial_array(initial_value, name, dtype, device, sharding, self)
         self._trainable = True
         self._lock = threading.Lock()
         self.trainable = trainable
 
     # -- reading -----------------------------------------------------------------
+
+    @property
+    def _value(self) -> jax.Array:
+        # Every read goes through here: inside jv.jit/grad/fori_loop the frame
+        # supplies the traced value.
+        frame = _trace.current.get()
+        if frame is None:
+            _trace.LAST[0] = None  # the array may now be held outside jaxvars
+            return self._array
+        return frame.read(self)
 
     @property
     def value(self) -> jax.Array:
@@ -136,33 +127,33 @@ class Variable:
     @property
     def shape(self) -> tuple[int, ...]:
         """The shape, a tuple of int; it never changes."""
-        return tuple(self._value.shape)
+        return tuple(self._array.shape)
 
     @property
     def dtype(self) -> np.dtype:
         """The NumPy dtype; it never changes."""
-        return self._value.dtype
+        return self._array.dtype
 
     @property
     def ndim(self) -> int:
         """Number of dimensions."""
-        return self._value.ndim
+        return self._array.ndim
 
     @property
     def size(self) -> int:
         """Number of elements."""
-        return self._value.size
+        return self._array.size
 
     @property
     def device(self) -> Device | None:
         """The ``jax.Device`` holding the value, or None when sharded over several."""
-        devices = self._value.devices()
+        devices = self._array.devices()
         return next(iter(devices)) if len(devices) == 1 else None
 
     @property
     def sharding(self) -> Sharding:
         """The value's ``jax.sharding.Sharding``."""
-        return self._value.sharding
+        return self._array.sharding
 
     @property
     def trainable(self) -> bool | jax.Array:
@@ -171,6 +162,7 @@ class Variable:
 
     @trainable.setter
     def trainable(self, trainable: Any) -> None:
+        _trace.bump_epoch()  # gradients compiled with the old setting are stale
         if isinstance(trainable, (bool, np.bool_)):
             self._trainable = bool(trainable)
             return
@@ -206,8 +198,7 @@ class Variable:
             raise self._shape_error("assign", array.shape)
         new = _dtypes.cast(array, weak, self.dtype, name=self._name, op="assign")
         with self._lock:
-            new = self._settle(new)
-            self._value = new
+            self._write(new)
         return self
 
     def assign_add(self, delta: Any) -> Variable:
@@ -230,7 +221,7 @@ class Variable:
                     f"Cannot assign to variable '{self._name}'[{index!r}] (shape {self.shape}) "
                     f"a value of shape {tuple(part.shape)}: {e}"
                 ) from None
-            self._value = self._settle(new)
+            self._write(new)
 
     def _update(self, op: Callable[[Any, Any], Any], delta: Any, what: str) -> Variable:
         # The hot path of eager training loops: exact type checks and one aval read
@@ -252,18 +243,31 @@ class Variable:
             after = new.aval
             if after.dtype != before.dtype or after.weak_type:
                 new = _dtypes.cast(new, False, before.dtype, name=self._name, op=what)
-            if type(new) is not _ArrayImpl or self._sharding is not None or new.committed:
-                new = self._settle(new)
-            self._value = new
+            if (
+                type(new) is _ArrayImpl
+                and self._sharding is None
+                and not new.committed
+                and _trace.current.get() is None
+            ):
+                self._array = new
+                _trace.LAST[0] = None
+            else:
+                self._write(new)
         return self
 
-    def _settle(self, new: jax.Array) -> jax.Array:
-        """``new`` (already of the right shape and dtype) placed like this variable."""
-        if type(new) is not _ArrayImpl and isinstance(new, Tracer):
+    def _write(self, new: jax.Array) -> None:
+        """Store ``new`` (already of the right shape and dtype), or hand it to the frame."""
+        frame = _trace.current.get()
+        if frame is not None:
+            frame.write(self, new)
+        elif type(new) is not _ArrayImpl and isinstance(new, Tracer):
             raise JaxvarsTypeError(TRACER_ASSIGN.format(op="assign", name=self._name))
-        if self._sharding is not None:
-            return _place(new, self._sharding, self._name)
-        return _uncommitted(new) if new.committed else new
+        elif self._sharding is not None:
+            self._array = _place(new, self._sharding, self._name)
+            _trace.LAST[0] = None
+        else:
+            self._array = _uncommitted(new) if new.committed else new
+            _trace.LAST[0] = None
 
     def _shape_error(self, op: str, value_shape: tuple[int, ...]) -> JaxvarsValueError:
         return JaxvarsValueError(
@@ -343,6 +347,31 @@ class Variable:
         return format(self._value, spec) if spec else repr(self)
 
 
+def _initial_array(
+    initial_value: Any, name: str, dtype: Any, device: Any, sharding: Any, variable: Variable
+) -> jax.Array:
+    if isinstance(initial_value, Variable):
+        initial_value = initial_value._value
+    array, weak = _dtypes.to_array(initial_value, name=name)
+    if isinstance(array, Tracer):
+        raise JaxvarsTypeError(
+            f"The initial value of variable '{name}' is a JAX tracer: variables are created "
+            "from concrete values. Inside jv.jit, create variables with jv.get_variable "
+            "(made on the first call, reused after), or pass a zero-argument callable as "
+            "initial_value so it runs eagerly; or create them outside the transform."
+        )
+    target = (
+        _dtypes.infer_dtype(array) if dtype is None else _dtypes.canonical_dtype(dtype, name=name)
+    )
+    value = _dtypes.cast(array, weak, target, name=name, op="assign")
+    variable._sharding = _placement.resolve_sharding(device, sharding)
+    # Copy so that no other array (or variable) shares this buffer: a buffer
+    # donated by one owner must never disappear under another.
+    if variable._sharding is None:
+        return _uncommitted(value) if value.committed else jnp.array(value, copy=True)
+    return _place(value, variable._sharding, name, copy=True)
+
+
 def _unwrap(x: Any) -> Any:
     return x._value if isinstance(x, Variable) else x
 
@@ -380,7 +409,7 @@ def _describe_placement(v: Variable) -> str:
     device = v.device
     if device is None:
         return f"sharding={v.sharding}"
-    committed = "" if v._value.committed else " (uncommitted)"
+    committed = "" if v._array.committed else " (uncommitted)"
     return f"device={_placement.describe(device)}{committed}"
 
 

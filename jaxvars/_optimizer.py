@@ -1,0 +1,191 @@
+"""Optimizer: an optax transformation whose state lives in variables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from . import _naming, _trace
+from ._errors import JaxvarsTypeError, JaxvarsValueError
+from ._module import Module
+from ._scope import adopt, current_scope
+from ._store import active_store
+from ._variable import Variable
+
+
+class Optimizer:
+    """Apply an optax transformation to variables, TensorFlow style.
+
+    The optimiser state lives in non-trainable variables (in the active store,
+    under the optimiser's scope), so ``jv.jit`` carries it and checkpoints
+    include it. Their names derive only from the target's structure, so a
+    fresh optimiser over a fresh model matches a saved one. Variables with
+    ``trainable=False`` and masked-out elements are never changed, whatever
+    the transformation (weight decay included): they stay bit-identical.
+
+    Args:
+        tx: An ``optax.GradientTransformation``, e.g. ``optax.adam(1e-3)``.
+        target: A Module (all its variables; gradients come for its
+            ``trainable_variables``), a Variable, or a list/tuple/dict of them.
+        name: The scope name of the state variables (made unique in the store).
+
+    Attributes:
+        iterations: A non-trainable int32 variable counting applied steps.
+        variables: The optimised variables, ``{key: Variable}``.
+
+    Example:
+        >>> import optax
+        >>> import jaxvars as jv
+        >>> w = jv.Variable([1.0, 2.0], name="w")
+        >>> with jv.Store():
+        ...     opt = jv.Optimizer(optax.sgd(0.5), [w])
+        ...     opt.apply_gradients([jv.grad(lambda: (w * w).sum(), w)()])
+        >>> w.numpy(), int(opt.iterations)
+        (array([0., 0.], dtype=float32), 1)
+    """
+
+    def __init__(self, tx: optax.GradientTransformation, target: Any, *, name: str = "optimizer"):
+        if not isinstance(tx, optax.GradientTransformation):
+            raise JaxvarsTypeError(
+                f"Optimizer needs an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
+                f"got {type(tx).__name__}."
+            )
+        self._tx = tx
+        self._target = target
+        self.variables: dict[str, Variable] = _keyed_variables(target)
+        _naming.check_name(name, "optimizer")
+        parent = current_scope().name
+        self._scope = active_store()._unique_name(f"{parent}/{name}" if parent else name)
+        with _trace.outside():
+            state = tx.init({key: v.value for key, v in self.variables.items()})
+            paths_and_leaves, self._treedef = jax.tree_util.tree_flatten_with_path(state)
+            self._state = [
+                self._state_variable(_path_name(path), leaf) for path, leaf in paths_and_leaves
+            ]
+            self.iterations = self._state_variable("iterations", jnp.zeros((), jnp.int32))
+
+    def _state_variable(self, key: str, leaf: Any) -> Variable:
+        full = f"{self._scope}/{key}"
+        committed = isinstance(leaf, jax.Array) and leaf.committed
+        with _naming.prefix(""):
+            variable = Variable(
+                leaf, name=full, trainable=False, sharding=leaf.sharding if committed else None
+            )
+        return adopt(full, variable)
+
+    @property
+    def state_variables(self) -> dict[str, Variable]:
+        """The optimiser's own variables, ``{full name: Variable}``."""
+        return {v.name: v for v in (*self._state, self.iterations)}
+
+    def apply_gradients(self, grads: Any) -> None:
+        """Update the variables from ``grads``, eagerly or inside ``jv.jit``.
+
+        Args:
+            grads: Shaped like what ``jv.grad`` returns for the target (a tuple
+                for a Module's ``trainable_variables``, a list for a list, a dict
+                for a dict, an array for a Variable), or an iterable of
+                ``(gradient, variable)`` pairs, as in TensorFlow.
+
+        Raises:
+            ValueError: a gradient for an unknown variable, a wrong count, or a
+                gradient of another shape than its variable.
+        """
+        by_key = self._gradients_by_key(grads)
+        params = {key: v.value for key, v in self.variables.items()}
+        full = {}
+        for key, variable in self.variables.items():
+            grad = by_key.get(key)
+            if grad is None:
+                full[key] = jnp.zeros_like(params[key])
+                continue
+            if jnp.shape(grad) != variable.shape:
+                raise JaxvarsValueError(
+                    f"The gradient for variable '{variable.name}' has shape {jnp.shape(grad)}, "
+                    f"the variable {variable.shape}."
+                )
+            full[key] = _mask(variable, grad, jnp.zeros_like(grad))
+        state = jax.tree_util.tree_unflatten(self._treedef, [s.value for s in self._state])
+        updates, new_state = self._tx.update(full, state, params)
+        for key, variable in self.variables.items():
+            if variable.trainable is False:
+                continue  # never assigned: stays bit-identical
+            new = optax.apply_updates(params[key], updates[key])
+            variable.assign(_mask(variable, new, params[key]))
+        for variable, leaf in zip(self._state, jax.tree.leaves(new_state), strict=True):
+            variable.assign(leaf)
+        self.iterations.assign_add(1)
+
+    def _gradients_by_key(self, grads: Any) -> dict[str, Any]:
+        keys = {id(v): key for key, v in self.variables.items()}
+        if isinstance(grads, Iterator):
+            return {self._key_of(v, keys): g for g, v in grads}
+        target = self._target
+        if isinstance(target, Variable):
+            return {next(iter(self.variables)): grads}
+        if isinstance(target, Mapping):
+            if not isinstance(grads, Mapping) or set(grads) - set(self.variables):
+                raise JaxvarsValueError(
+                    f"Gradients for a dict of variables must be a dict with its keys "
+                    f"{sorted(self.variables)}; got {_describe(grads)}."
+                )
+            return dict(grads)
+        order = target.trainable_variables if isinstance(target, Module) else target
+        if not isinstance(grads, Sequence) or len(grads) != len(order):
+            raise JaxvarsValueError(
+                f"Expected {len(order)} gradients (one per "
+                f"{'trainable variable' if isinstance(target, Module) else 'variable'}), "
+                f"got {_describe(grads)}."
+            )
+        return {self._key_of(v, keys): g for g, v in zip(grads, order, strict=True)}
+
+    def _key_of(self, variable: Any, keys: dict[int, str]) -> str:
+        if not isinstance(variable, Variable) or id(variable) not in keys:
+            name = getattr(variable, "name", type(variable).__name__)
+            raise JaxvarsValueError(
+                f"Got a gradient for '{name}', which this optimiser does not update."
+            )
+        return keys[id(variable)]
+
+
+def _keyed_variables(target: Any) -> dict[str, Variable]:
+    """The target's variables keyed by structure: module paths, dict keys or indexes."""
+    if isinstance(target, Module):
+        return target.named_variables()
+    if isinstance(target, Variable):
+        return {"0": target}
+    items = target.items() if isinstance(target, Mapping) else enumerate(target)
+    keyed = {str(k): v for k, v in items}
+    bad = [type(v).__name__ for v in keyed.values() if not isinstance(v, Variable)]
+    if bad or not keyed:
+        raise JaxvarsTypeError(
+            "Optimizer target must be a Module, a Variable, or a non-empty list/tuple/dict "
+            f"of Variables; got {type(target).__name__}"
+            + (f" holding {', '.join(sorted(set(bad)))}." if bad else " with no variables.")
+        )
+    return keyed
+
+
+def _mask(variable: Variable, new: Any, old: Any) -> Any:
+    trainable = variable.trainable
+    return new if trainable is True else jnp.where(trainable, new, old)
+
+
+def _path_name(path: tuple[Any, ...]) -> str:
+    parts = []
+    for key in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+    return "/".join(parts)
+
+
+def _describe(grads: Any) -> str:
+    if isinstance(grads, Sequence):
+        return f"a {type(grads).__name__} of {len(grads)}"
+    return type(grads).__name__
