@@ -18,9 +18,9 @@ import sys
 import jax
 import jax.numpy as jnp
 import optax
+from _timing import interleaved_medians, report
 
 import jaxvars as jv
-from _timing import interleaved_medians, report
 
 SIZES = {
     "SMALL 32-64-64-1, batch 32": ([32, 64, 64, 1], 32),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -111,6 +111,7 @@ class Optimizer:
             full[key] = _mask(variable, grad, jnp.zeros_like(grad))
         state = jax.tree_util.tree_unflatten(self._treedef, [s.value for s in self._state])
         updates, new_state = self._tx.update(full, state, params)
+        updates = cast(dict[str, Any], updates)  # optax keeps the structure of the gradients
         for key, variable in self.variables.items():
             if variable.trainable is False:
                 continue  # never assigned: stays bit-identical

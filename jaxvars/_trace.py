@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import jax
+from jax.core import Tracer
 from jax.extend.core import get_opaque_trace_state
 
 from ._errors import TRACER_ASSIGN, JaxvarsTypeError
@@ -73,7 +74,7 @@ class Frame:
         return variable._array
 
     def write(self, variable: Variable, value: Any) -> None:
-        if isinstance(value, jax.core.Tracer) and not self._owns_current_trace():
+        if isinstance(value, Tracer) and not self._owns_current_trace():
             raise JaxvarsTypeError(TRACER_ASSIGN.format(op="assign", name=variable.name))
         if variable not in self.values and self.records:
             self.discovered[variable] = None
@@ -139,6 +140,11 @@ def outside() -> Iterator[None]:
     Variable creation uses it, so that initial values (and the random keys
     drawn for them) are concrete even when a variable is created inside jv.jit.
     """
+    if current.get() is None:
+        # Already eager. ensure_compile_time_eval would only slow initializers
+        # down (it runs them primitive by primitive, with full-size temporaries).
+        yield
+        return
     token = current.set(None)
     try:
         with jax.ensure_compile_time_eval():

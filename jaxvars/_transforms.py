@@ -119,7 +119,7 @@ class _Entry:
             # Drop the donated arrays before rebinding: measured, releasing them
             # while the step runs is ~15 us/step cheaper than afterwards.
             del values
-            for variable, value in zip(assigned, new_values):
+            for variable, value in zip(assigned, new_values, strict=True):
                 variable._array = value
             latest[0] = (token, new_values)
             return out
@@ -152,6 +152,7 @@ class Jitted:
     ) -> None:
         functools.update_wrapper(self, fn)
         self._fn = fn
+        self._name = getattr(fn, "__name__", repr(fn))
         self._static_argnums = _as_tuple(static_argnums)
         self._static_argnames = _as_tuple(static_argnames)
         for unsupported in ("donate_argnums", "donate_argnames", "in_shardings"):
@@ -218,7 +219,7 @@ class Jitted:
             except _Rediscover as again:
                 more = again
         raise JaxvarsError(  # pragma: no cover - needs a function that keeps changing
-            f"jv.jit({self.__name__}): the variables the function touches kept changing "
+            f"jv.jit({self._name}): the variables the function touches kept changing "
             "between traces; make the variables it uses depend only on its arguments' "
             "shapes and static arguments."
         )
@@ -284,7 +285,7 @@ class Jitted:
         assigned, read = entry.assigned, entry.read
         expected = dict.fromkeys(assigned)
         object_refs, rebuild = layout
-        fn_name = getattr(fn, "__name__", repr(fn))
+        fn_name = self._name
 
         def pure(assigned_values: list[Any], read_values: list[Any], dynamic: list[Any]) -> Any:
             values = dict(zip(assigned, assigned_values, strict=True))
@@ -318,8 +319,6 @@ class Jitted:
         entry.guards = [weakref.ref(x, evict) for x in leaves if isinstance(x, _OBJECT_TYPES)]
 
     def _rebuilder(self, treedef: Any, statics: Any) -> Callable[[list[Any]], Any]:
-        argnums, argnames = self._static_argnums, self._static_argnames
-
         def rebuild(call_leaves: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
             if isinstance(treedef, int):  # the flat fast path: leaves are the arguments
                 args, kwargs = tuple(call_leaves), {}
@@ -349,7 +348,7 @@ class Jitted:
             hash(statics)
         except TypeError as e:
             raise JaxvarsTypeError(
-                f"jv.jit({self.__name__}): static arguments must be hashable: {e}"
+                f"jv.jit({self._name}): static arguments must be hashable: {e}"
             ) from None
         return args, kwargs, statics
 

@@ -350,7 +350,8 @@ class Variable:
 def _initial_array(
     initial_value: Any, name: str, dtype: Any, device: Any, sharding: Any, variable: Variable
 ) -> jax.Array:
-    if isinstance(initial_value, Variable):
+    from_variable = isinstance(initial_value, Variable)
+    if from_variable:
         initial_value = initial_value._value
     array, weak = _dtypes.to_array(initial_value, name=name)
     if isinstance(array, Tracer):
@@ -365,11 +366,14 @@ def _initial_array(
     )
     value = _dtypes.cast(array, weak, target, name=name, op="assign")
     variable._sharding = _placement.resolve_sharding(device, sharding)
-    # Copy so that no other array (or variable) shares this buffer: a buffer
-    # donated by one owner must never disappear under another.
-    if variable._sharding is None:
-        return _uncommitted(value) if value.committed else jnp.array(value, copy=True)
-    return _place(value, variable._sharding, name, copy=True)
+    # An array given by value may keep its buffer (arrays are immutable, and
+    # jv.jit donates a buffer only when nothing else holds it), so a 400 MB
+    # model costs 400 MB. A Variable's value is copied, as TF's contract says.
+    if variable._sharding is not None:
+        return _place(value, variable._sharding, name, copy=from_variable)
+    if value.committed:
+        return _uncommitted(value)
+    return jnp.array(value, copy=True) if from_variable else value
 
 
 def _unwrap(x: Any) -> Any:
@@ -395,7 +399,7 @@ def _uncommitted(value: jax.Array) -> jax.Array:
 
 
 def _place(value: jax.Array, sharding: Sharding, name: str, copy: bool = False) -> jax.Array:
-    if not copy and not isinstance(value, np.ndarray) and value.sharding == sharding:
+    if not copy and value.committed and value.sharding == sharding:
         return value
     try:
         return jax.device_put(value, sharding, may_alias=False if copy else None)

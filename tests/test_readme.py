@@ -71,3 +71,21 @@ def test_sharing_variables_example_shares_one_set_of_four():
     assert "image1 went through the shared filter: True" in out
     assert "image2 went through the shared filter: True" in out
     assert "without reuse: Variable 'image_filters/conv1/weights' already exists" in out
+
+
+def test_train_mlp_learns_the_spirals():
+    out = run_example("train_mlp.py")
+    assert "Total: 4,547 parameters" in out
+    accuracy = float(re.search(r"accuracy on the spirals: ([\d.]+)%", out).group(1))
+    assert accuracy > 90.0
+    assert re.search(r"trained 800 steps", out)
+
+
+def test_gradient_masking_keeps_masked_weights_bit_identical():
+    out = run_example("gradient_masking.py")
+    assert "frozen layer bit-identical after training: True" in out
+    assert "pruned weights still exactly zero: True (14745 of 16384)" in out
+    assert "kept weights still learning: True" in out
+    assert "gradient of a pruned weight: 0.0" in out
+    losses = [float(x) for x in re.findall(r"loss (\d+\.\d+)", out)]
+    assert losses[-1] < losses[-2]  # learning again after pruning

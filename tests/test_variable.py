@@ -68,9 +68,14 @@ def test_copy_from_another_variable_never_shares_state():
     assert b.value.unsafe_buffer_pointer() != jv.Variable(b).value.unsafe_buffer_pointer()
 
 
-def test_copy_from_a_jax_array_owns_its_buffer():
+def test_an_array_given_by_value_stays_valid_while_the_variable_trains():
     x = jnp.arange(3.0)
-    assert jv.Variable(x).value.unsafe_buffer_pointer() != x.unsafe_buffer_pointer()
+    v = jv.Variable(x)
+    step = jv.jit(lambda: v.assign_add(1.0))
+    for _ in range(3):
+        step()
+    np.testing.assert_array_equal(x, [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(v.numpy(), [3.0, 4.0, 5.0])
 
 
 def test_zero_argument_callable_initial_value():
