@@ -1,6 +1,8 @@
 """jaxvars: stateful, TensorFlow-style variables for JAX."""
 
 from . import random as random
+from ._checkpoint import restore as restore
+from ._checkpoint import save as save
 from ._config import config as config
 from ._errors import JaxvarsError as JaxvarsError
 from ._module import Module as Module
@@ -40,6 +42,8 @@ __all__ = [
     "name_scope",
     "random",
     "reset_default_store",
+    "restore",
+    "save",
     "value_and_grad",
     "variable_scope",
 ]
@@ -60,6 +64,8 @@ for _public in (
     make_template,
     name_scope,
     reset_default_store,
+    restore,
+    save,
     value_and_grad,
     variable_scope,
 ):

@@ -78,9 +78,23 @@ class Optimizer:
         return adopt(full, variable)
 
     @property
+    def scope_name(self) -> str:
+        """The full name of the scope holding the state (``"optimizer"``, ``"optimizer_1"``)."""
+        return self._scope
+
+    @property
     def state_variables(self) -> dict[str, Variable]:
         """The optimiser's own variables, ``{full name: Variable}``."""
         return {v.name: v for v in (*self._state, self.iterations)}
+
+    def checkpoint_variables(self) -> dict[str, Variable]:
+        """The state keyed relative to the scope (``"0/mu/layers/0/w"``, ``"iterations"``).
+
+        These are the optimiser's checkpoint keys: they do not depend on the
+        scope's number, so a fresh optimiser restores a saved one.
+        """
+        start = len(self._scope) + 1
+        return {name[start:]: v for name, v in self.state_variables.items()}
 
     def apply_gradients(self, grads: Any) -> None:
         """Update the variables from ``grads``, eagerly or inside ``jv.jit``.

@@ -18,6 +18,8 @@ PUBLIC = {
     "name_scope",
     "random",
     "reset_default_store",
+    "restore",
+    "save",
     "value_and_grad",
     "variable_scope",
 }

@@ -1,0 +1,252 @@
+"""jv.save / jv.restore (API.md section 8)."""
+
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import jaxvars as jv
+
+DTYPES = [np.float32, jnp.bfloat16, np.float16, np.int8, np.int32, np.uint8, np.bool_, np.complex64]
+
+
+class Dense(jv.Module):
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.w = jv.Variable(jv.random.normal((n_in, n_out)), name="w")
+        self.b = jv.Variable(jnp.zeros(n_out), name="b")
+
+
+class Net(jv.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = [Dense(3, 4), Dense(4, 2)]
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "ckpt.safetensors")
+
+
+def values_of(variables):
+    return {name: v.numpy() for name, v in variables.items()}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_every_dtype_round_trips_bit_exactly(path, dtype):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 255, size=(3, 5)).astype(np.uint8)
+    if np.dtype(dtype) == np.bool_:
+        data = raw % 2 == 0
+    elif np.dtype(dtype).kind in "fcV":
+        data = (rng.normal(size=(3, 5)) * 100).astype(dtype)
+    else:
+        data = raw.astype(dtype)
+    v = jv.Variable(data, name="x")
+    jv.save(path, {"x": v})
+    v.assign(np.zeros_like(data))
+    jv.restore(path, {"x": v})
+    assert v.numpy().tobytes() == np.asarray(data).tobytes()
+    assert v.dtype == np.dtype(dtype)
+
+
+def test_the_file_is_standard_safetensors(path):
+    v = jv.Variable(np.arange(6, dtype=np.float32).reshape(2, 3), name="w")
+    jv.save(path, [v])
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+        data = f.read()
+    assert header["w"] == {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}
+    np.testing.assert_array_equal(np.frombuffer(data, np.float32), np.arange(6))
+    assert (8 + length) % 8 == 0
+
+
+def test_module_store_optimizer_and_combinations(path):
+    jv.random.set_seed(1)
+    model = Net()
+    opt = jv.Optimizer(optax.adam(1e-2), model)
+    opt.apply_gradients(jv.grad(lambda: sum(jnp.sum(v) for v in model.variables), model)())
+    with jv.Store() as store, jv.variable_scope("extra"):
+        jv.get_variable("scale", initializer=2.0)
+    target = {"model": model, "opt": opt, "store": store}
+    keys = sorted(jv._checkpoint.checkpoint_keys(target))
+    assert "model/layers/0/w" in keys and "opt/0/mu/layers/1/b" in keys
+    assert "opt/iterations" in keys and "store/extra/scale" in keys
+    saved = values_of(jv._checkpoint.checkpoint_keys(target))
+    jv.save(path, target)
+    # A fresh model and optimiser (another numbered scope) restore it.
+    jv.random.set_seed(99)
+    fresh_model = Net()
+    fresh_opt = jv.Optimizer(optax.adam(1e-2), fresh_model)
+    assert fresh_opt.scope_name == "optimizer_1"
+    with jv.Store() as fresh_store, jv.variable_scope("extra"):
+        jv.get_variable("scale", initializer=0.0)
+    fresh = {"model": fresh_model, "opt": fresh_opt, "store": fresh_store}
+    jv.restore(path, fresh)
+    restored = values_of(jv._checkpoint.checkpoint_keys(fresh))
+    assert restored.keys() == saved.keys()
+    for key in saved:
+        np.testing.assert_array_equal(restored[key], saved[key])
+    assert int(fresh_opt.iterations) == 1
+
+
+def test_list_keys_are_names_and_must_be_unique(path):
+    a, b = jv.Variable(1.0, name="a"), jv.Variable(2.0, name="a")
+    with pytest.raises(ValueError, match=r"these names repeat: \['a'\]"):
+        jv.save(path, [a, b])
+    with pytest.raises(TypeError, match="must hold Variables"):
+        jv.save(path, [a, Net()])
+    with pytest.raises(TypeError, match="checkpoint target is a Module"):
+        jv.save(path, 42)
+    assert not os.path.exists(path)
+
+
+def test_restore_lists_every_problem_and_changes_nothing(path):
+    a = jv.Variable(np.ones((2, 2), np.float32), name="a")
+    b = jv.Variable(np.ones(3, np.int32), name="b")
+    c = jv.Variable(np.ones(1, np.float32), name="c")
+    jv.save(path, {"a": a, "b": b, "c": c, "extra": jv.Variable(0.0)})
+    wrong_a = jv.Variable(np.zeros((3, 2), np.float32))
+    wrong_b = jv.Variable(np.zeros(3, np.float32))
+    missing = jv.Variable(np.zeros(1, np.float32))
+    target = {"a": wrong_a, "b": wrong_b, "c": c, "d": missing}
+    before = {k: v.value for k, v in target.items()}
+    with pytest.raises(ValueError) as info:
+        jv.restore(path, target)
+    message = str(info.value)
+    for part in (
+        "4 problem(s), no variable was changed",
+        "missing key 'd'",
+        "unexpected key 'extra'",
+        "'a': shape (2, 2) in the file, (3, 2) in the target",
+        "'b': dtype int32 in the file, float32 in the target",
+    ):
+        assert part in message, message
+    assert all(target[k].value is before[k] for k in target)
+    with pytest.raises(ValueError, match="unexpected key 'extra'"):
+        jv.restore(path, {"a": a, "b": b, "c": c})
+    jv.restore(path, {"a": a, "b": b, "c": c}, strict=False)
+
+
+def overwrite(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def corrupt(path, at, data):
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(data)
+
+
+def test_truncated_and_corrupted_files(path):
+    v = jv.Variable(np.arange(1000, dtype=np.float32), name="v")
+    jv.save(path, [v])
+    size = os.path.getsize(path)
+    before = v.value
+    with open(path, "rb") as f:
+        content = f.read()
+
+    cases = {
+        "truncated": (lambda: overwrite(path, content[: size - 100]), "truncated"),
+        "empty": (lambda: overwrite(path, b""), "too short"),
+        "header bytes": (lambda: corrupt(path, 10, b"\xff\xfe{{"), "corrupted"),
+        "length": (lambda: corrupt(path, 0, struct.pack("<Q", 10**12)), "header length"),
+        "data": (lambda: corrupt(path, size - 40, b"\x01\x02\x03\x04"), "checksum"),
+    }
+    for name, (damage, message) in cases.items():
+        overwrite(path, content)
+        damage()
+        with pytest.raises(ValueError, match=message):
+            jv.restore(path, [v])
+        assert v.value is before, name
+
+
+def test_a_pickle_payload_is_never_executed(path, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    payload = pickle.dumps(Exploit())
+    for content in (payload, struct.pack("<Q", len(payload)) + payload):
+        overwrite(path, content)
+        with pytest.raises(ValueError, match="Cannot restore"):
+            jv.restore(path, [jv.Variable(0.0, name="v")])
+    assert not marker.exists()
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(path, monkeypatch):
+    v = jv.Variable(np.arange(4, dtype=np.float32), name="v")
+    jv.save(path, [v])
+    v.assign([9, 9, 9, 9])
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(jv._checkpoint.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        jv.save(path, [v])
+    monkeypatch.undo()
+    assert [p for p in os.listdir(os.path.dirname(path)) if p.endswith(".tmp")] == []
+    jv.restore(path, [v])
+    np.testing.assert_array_equal(v.numpy(), [0, 1, 2, 3])
+
+
+def test_a_killed_save_leaves_the_previous_checkpoint_intact(path):
+    v = jv.Variable(np.arange(4, dtype=np.float32), name="v")
+    jv.save(path, [v])
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import numpy as np
+        import jaxvars as jv
+        import jaxvars._checkpoint as ckpt
+        real = ckpt._bytes
+        calls = []
+        def dying(array):
+            calls.append(1)
+            if len(calls) > 3:  # in the middle of writing the data
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(array)
+        ckpt._bytes = dying
+        big = {{f"x{{i}}": jv.Variable(np.ones(1000, np.float32)) for i in range(5)}}
+        jv.save({path!r}, big)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert result.returncode == -9, result.stderr
+    jv.restore(path, [v])
+    np.testing.assert_array_equal(v.numpy(), [0, 1, 2, 3])
+
+
+def test_durable_save_round_trips(path):
+    v = jv.Variable([1.0, 2.0], name="v")
+    jv.save(path, [v], durable=True)
+    v.assign([0.0, 0.0])
+    jv.restore(path, [v])
+    np.testing.assert_array_equal(v.numpy(), [1.0, 2.0])
+
+
+def test_restoring_sharded_variables_keeps_their_shardings(path):
+    mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
+    sharding = NamedSharding(mesh, PartitionSpec("data", "model"))
+    v = jv.Variable(np.arange(32, dtype=np.float32).reshape(8, 4), name="w", sharding=sharding)
+    jv.save(path, [v])
+    v.assign(np.zeros((8, 4), np.float32))
+    jv.restore(path, [v])
+    assert v.sharding == sharding
+    assert {s.device for s in v.value.addressable_shards} == set(jax.devices())
+    np.testing.assert_array_equal(v.numpy(), np.arange(32).reshape(8, 4))
