@@ -1,8 +1,9 @@
 """Checkpoint throughput: jv.save / jv.restore of a 1 GB model against np.save / np.load.
 
 The same arrays, in the same run: 64 float32 matrices of 2048 x 2048 (1 GiB).
-jv.save writes one file atomically (temporary file, then rename) with
-checksums, as np.save does without fsync (jv.save(..., durable=True) adds it); jv.restore checks the whole file first, then puts each array on its
+jv.save writes one file atomically (a temporary file renamed over the old
+one) with checksums, without fsync like np.save (durable=True adds it);
+jv.restore checks the whole file first, then puts each array on its
 variable's devices. np.save writes 64 plain .npy files and np.load reads them
 back to host memory only. Throughput ratios above 1 mean jaxvars is faster.
 
@@ -40,7 +41,9 @@ def main(quick: bool = False) -> None:
         npy = [os.path.join(directory, f"{i}.npy") for i in range(count)]
         times: dict[str, list[float]] = {"save": [], "np.save": [], "restore": [], "np.load": []}
         for _ in range(2 if quick else 3):  # interleaved repeats, median kept
-            times["np.save"].append(timed(lambda: [np.save(p, a) for p, a in zip(npy, arrays)]))
+            times["np.save"].append(
+                timed(lambda: [np.save(p, a) for p, a in zip(npy, arrays, strict=True)])
+            )
             times["save"].append(timed(lambda: jv.save(path, variables)))
             times["np.load"].append(timed(lambda: [np.load(p) for p in npy]))
             times["restore"].append(timed(lambda: jv.restore(path, variables)))

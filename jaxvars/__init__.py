@@ -8,6 +8,9 @@ from ._errors import JaxvarsError as JaxvarsError
 from ._module import Module as Module
 from ._naming import name_scope as name_scope
 from ._optimizer import Optimizer as Optimizer
+from ._placement import device as device
+from ._placement import set_log_device_placement as set_log_device_placement
+from ._placement import sharding_rules as sharding_rules
 from ._scope import AUTO_REUSE as AUTO_REUSE
 from ._scope import VariableScope as VariableScope
 from ._scope import get_variable as get_variable
@@ -34,6 +37,7 @@ __all__ = [
     "VariableScope",
     "config",
     "default_store",
+    "device",
     "fori_loop",
     "get_variable",
     "grad",
@@ -44,6 +48,8 @@ __all__ = [
     "reset_default_store",
     "restore",
     "save",
+    "set_log_device_placement",
+    "sharding_rules",
     "value_and_grad",
     "variable_scope",
 ]
@@ -57,6 +63,7 @@ for _public in (
     Variable,
     VariableScope,
     default_store,
+    device,
     fori_loop,
     get_variable,
     grad,
@@ -66,6 +73,8 @@ for _public in (
     reset_default_store,
     restore,
     save,
+    set_log_device_placement,
+    sharding_rules,
     value_and_grad,
     variable_scope,
 ):

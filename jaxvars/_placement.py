@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
-from jax.sharding import Sharding, SingleDeviceSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
 from ._config import config
 from ._errors import JaxvarsTypeError, JaxvarsValueError
@@ -88,3 +92,171 @@ def resolve_sharding(device: Any, sharding: Any) -> Sharding | None:
 def describe(device: Device) -> str:
     """A short device label such as ``cpu:0``."""
     return f"{device.platform}:{device.id}"
+
+
+# -- contexts: jv.device, jv.sharding_rules, placement logging -----------------------
+
+_device: contextvars.ContextVar[Device | None] = contextvars.ContextVar(
+    "jaxvars_device", default=None
+)
+_rules: contextvars.ContextVar[tuple[Mesh, list[tuple[re.Pattern[str], PartitionSpec]]] | None] = (
+    contextvars.ContextVar("jaxvars_sharding_rules", default=None)
+)
+# Count of open jv.device contexts (in any thread) plus one while logging is on:
+# variable expressions take the slow, placement-aware path only when it is not 0.
+HOOKS = [0]
+_LOG = [False]
+_hooks_lock = threading.Lock()
+
+
+def _hook(delta: int) -> None:
+    with _hooks_lock:
+        HOOKS[0] += delta
+
+
+@contextlib.contextmanager
+def device(spec: Any) -> Iterator[Device]:
+    """Place variables created inside on ``spec``, and run variable expressions there.
+
+    Like ``tf.device``: variables created inside are committed to the device;
+    expressions on variables (``a * b``, ``v + x``) compute there, copying
+    operands from other devices; other uncommitted computations default there
+    (``jax.default_device``). A device that does not exist falls back to the
+    default device with a WARNING while ``jv.config.soft_device_placement`` is
+    on (the default), else raises ``ValueError``.
+
+    Args:
+        spec: A ``jax.Device`` or a string: ``"cpu"``, ``"cpu:1"``, ``"GPU:0"``,
+            ``"/device:GPU:0"`` (case-insensitive).
+
+    Yields:
+        The ``jax.Device`` used.
+
+    Example:
+        >>> import jaxvars as jv
+        >>> with jv.device("cpu:0"):
+        ...     v = jv.Variable([1.0, 2.0])
+        >>> v.device.platform, v.value.committed
+        ('cpu', True)
+    """
+    resolved = resolve_device(spec)
+    token = _device.set(resolved)
+    _hook(1)
+    try:
+        with jax.default_device(resolved):
+            yield resolved
+    finally:
+        _hook(-1)
+        _device.reset(token)
+
+
+@contextlib.contextmanager
+def sharding_rules(
+    rules: Mapping[str, PartitionSpec] | Sequence[tuple[str, PartitionSpec]], mesh: Mesh
+) -> Iterator[None]:
+    """Shard the variables created inside by name, without touching model code.
+
+    Each variable created inside (by ``jv.Variable``, ``get_variable``, a
+    Module or an Optimizer) with no ``device=``/``sharding=`` of its own gets
+    ``NamedSharding(mesh, spec)`` for the first rule whose regular expression
+    matches (``re.search``) its full name, and is replicated over ``mesh`` when
+    none matches.
+
+    Args:
+        rules: ``{pattern: PartitionSpec}`` or a sequence of pairs, in order.
+        mesh: The ``jax.sharding.Mesh`` the specs refer to.
+
+    Example:
+        >>> import jax, numpy as np
+        >>> from jax.sharding import Mesh, PartitionSpec as P
+        >>> import jaxvars as jv
+        >>> mesh = Mesh(np.array(jax.devices()[:2]), ("model",))
+        >>> with jv.sharding_rules({r"/w$": P(None, "model")}, mesh):
+        ...     w = jv.Variable(np.ones((4, 8), np.float32), name="dense/w")
+        ...     b = jv.Variable(np.zeros(8, np.float32), name="dense/b")
+        >>> w.sharding.spec, b.sharding.spec
+        (P(None, 'model'), P())
+    """
+    if not isinstance(mesh, Mesh):
+        raise JaxvarsTypeError(
+            f"sharding_rules needs a jax.sharding.Mesh, got {type(mesh).__name__}."
+        )
+    pairs = list(rules.items()) if isinstance(rules, Mapping) else list(rules)
+    compiled = []
+    for pattern, spec in pairs:
+        if not isinstance(spec, PartitionSpec):
+            raise JaxvarsTypeError(
+                f"sharding_rules: the rule for {pattern!r} must map to a PartitionSpec, "
+                f"got {type(spec).__name__}."
+            )
+        try:
+            compiled.append((re.compile(pattern), spec))
+        except re.error as e:
+            raise JaxvarsValueError(f"sharding_rules: bad pattern {pattern!r}: {e}") from None
+    token = _rules.set((mesh, compiled))
+    try:
+        yield
+    finally:
+        _rules.reset(token)
+
+
+def default_sharding(name: str) -> Sharding | None:
+    """The placement a new variable named ``name`` gets from the open contexts."""
+    active = _device.get()
+    if active is not None:
+        return SingleDeviceSharding(active)
+    rules = _rules.get()
+    if rules is None:
+        return None
+    mesh, compiled = rules
+    spec = next((spec for pattern, spec in compiled if pattern.search(name)), PartitionSpec())
+    return NamedSharding(mesh, spec)
+
+
+def set_log_device_placement(enabled: bool) -> None:
+    """Log where each variable is created and each variable expression runs.
+
+    Records go to the standard ``logging`` logger ``"jaxvars"`` at INFO level
+    (``logging.basicConfig(level=logging.INFO)`` shows them), like
+    ``tf.debugging.set_log_device_placement``.
+
+    Example:
+        >>> import jaxvars as jv
+        >>> jv.set_log_device_placement(True)
+        >>> jv.set_log_device_placement(False)
+    """
+    enabled = bool(enabled)
+    if enabled != _LOG[0]:
+        _LOG[0] = enabled
+        _hook(1 if enabled else -1)
+
+
+def log_creation(name: str, value: jax.Array) -> None:
+    if _LOG[0]:
+        logger.info("Variable '%s' created on %s", name, placement_of(value))
+
+
+def expression(op: Callable[..., Any], operands: list[Any], names: list[str]) -> Any:
+    """Run a variable expression where jv.device says, logging it if asked."""
+    target = _device.get()
+    if target is not None:
+        operands = [
+            jax.device_put(x, target) if isinstance(x, jax.Array) and x.devices() != {target} else x
+            for x in operands
+        ]
+    result = op(*operands)
+    if _LOG[0]:
+        where = placement_of(result) if isinstance(result, jax.Array) else "host"
+        logger.info("%s(%s) runs on %s", _op_name(op), ", ".join(names), where)
+    return result
+
+
+def placement_of(value: jax.Array) -> str:
+    devices = value.devices()
+    if len(devices) == 1:
+        return describe(next(iter(devices)))
+    return f"{len(devices)} devices ({value.sharding})"
+
+
+def _op_name(op: Callable[..., Any]) -> str:
+    return getattr(op, "__name__", repr(op)).strip("_")

@@ -97,6 +97,7 @@ class _Entry:
         entry_ref = weakref.ref(self)  # run is stored on self: no reference cycle
         token = object()  # identifies this entry's outputs in _trace.LAST
         select = _selector(dynamic_positions)
+        committed = [v for v in assigned if v._sharding is not None]
         latest = _trace.LAST
 
         def run(source: Sequence[Any]) -> Any:
@@ -126,7 +127,16 @@ class _Entry:
             del values
             for variable, value in zip(assigned, new_values, strict=True):
                 variable._array = value
-            latest[0] = (token, new_values)
+            moved = False
+            for variable in committed:
+                # XLA may choose another layout for an output than its input's
+                # (a replicated bias can come back sharded): put it back where
+                # the variable lives. out_shardings cannot say this, as it has
+                # no public "unspecified" for the function's own outputs.
+                if variable._array.sharding != variable._sharding:
+                    variable._array = jax.device_put(variable._array, variable._sharding)
+                    moved = True
+            latest[0] = None if moved else (token, new_values)
             return out
 
         self.run = run

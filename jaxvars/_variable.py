@@ -90,6 +90,7 @@ class Variable:
             if callable(initial_value) and not isinstance(initial_value, Variable):
                 initial_value = initial_value()
             self._array = _initial_array(initial_value, name, dtype, device, sharding, self)
+        _placement.log_creation(name, self._array)
         self._trainable = True
         self._lock = threading.Lock()
         self.trainable = trainable
@@ -366,6 +367,8 @@ def _initial_array(
     )
     value = _dtypes.cast(array, weak, target, name=name, op="assign")
     variable._sharding = _placement.resolve_sharding(device, sharding)
+    if variable._sharding is None:
+        variable._sharding = _placement.default_sharding(name)  # jv.device, sharding rules
     # An array given by value may keep its buffer (arrays are immutable, and
     # jv.jit donates a buffer only when nothing else holds it), so a 400 MB
     # model costs 400 MB. A Variable's value is copied, as TF's contract says.
@@ -391,6 +394,10 @@ def _is_nested(x: Any) -> bool:
     return isinstance(x, (list, tuple, np.ndarray, np.generic))
 
 
+def _names(*operands: Any) -> list[str]:
+    return [f"'{x._name}'" if isinstance(x, Variable) else type(x).__name__ for x in operands]
+
+
 def _uncommitted(value: jax.Array) -> jax.Array:
     # JAX has no public way to drop an array's commitment in place; a host round
     # trip gives an uncommitted array on the default device (rare path: only when
@@ -401,6 +408,10 @@ def _uncommitted(value: jax.Array) -> jax.Array:
 def _place(value: jax.Array, sharding: Sharding, name: str, copy: bool = False) -> jax.Array:
     if not copy and value.committed and value.sharding == sharding:
         return value
+    if not sharding.is_fully_addressable:
+        # Spanning other processes' devices: each process puts its own shards
+        # from the same host data (multi-controller JAX).
+        value = np.asarray(value)
     try:
         return jax.device_put(value, sharding, may_alias=False if copy else None)
     except ValueError as e:
@@ -420,14 +431,28 @@ def _describe_placement(v: Variable) -> str:
 def _operators() -> None:
     """Define the arithmetic and comparison operators once, delegating to the value."""
 
+    hooks = _placement.HOOKS  # non-zero inside jv.device or while logging placement
+
     def binary(op: Callable[[Any, Any], Any]) -> tuple[Callable, Callable]:
         def forward(self: Variable, other: Any) -> Any:
+            if hooks[0]:
+                return _placement.expression(op, [self._value, _unwrap(other)], _names(self, other))
             return op(self._value, _unwrap(other))
 
         def reflected(self: Variable, other: Any) -> Any:
+            if hooks[0]:
+                return _placement.expression(op, [_unwrap(other), self._value], _names(other, self))
             return op(_unwrap(other), self._value)
 
         return forward, reflected
+
+    def unary(op: Callable[[Any], Any]) -> Callable:
+        def apply(self: Variable) -> Any:
+            if hooks[0]:
+                return _placement.expression(op, [self._value], _names(self))
+            return op(self._value)
+
+        return apply
 
     arithmetic = {
         **{
@@ -445,8 +470,7 @@ def _operators() -> None:
     for name in "lt le eq ne gt ge".split():
         setattr(Variable, f"__{name}__", binary(getattr(operator, name))[0])
     for name in "neg pos abs invert".split():
-        op = getattr(operator, name)
-        setattr(Variable, f"__{name}__", lambda self, op=op: op(self._value))
+        setattr(Variable, f"__{name}__", unary(getattr(operator, name)))
 
 
 _operators()

@@ -10,6 +10,7 @@ PUBLIC = {
     "VariableScope",
     "config",
     "default_store",
+    "device",
     "fori_loop",
     "get_variable",
     "grad",
@@ -20,6 +21,8 @@ PUBLIC = {
     "reset_default_store",
     "restore",
     "save",
+    "set_log_device_placement",
+    "sharding_rules",
     "value_and_grad",
     "variable_scope",
 }

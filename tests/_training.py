@@ -1,0 +1,59 @@
+"""A small training run shared by the single- and multi-process distributed tests."""
+
+import numpy as np
+
+
+def global_batch():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = np.sin(x[:, :3].sum(axis=1, keepdims=True)).astype(np.float32)
+    return x, y
+
+
+def train(x, y, rules=None, mesh=None, steps=5):
+    """Train an MLP with jv.jit; returns the losses and {path: host array}."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import jaxvars as jv
+
+    class Dense(jv.Module):
+        def __init__(self, n_in, n_out):
+            super().__init__()
+            self.w = jv.Variable(jv.random.normal((n_in, n_out)) * 0.3, name="w")
+            self.b = jv.Variable(jnp.zeros(n_out), name="b")
+
+        def __call__(self, x):
+            return x @ self.w + self.b
+
+    class MLP(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [Dense(8, 32), Dense(32, 1)]
+
+        def __call__(self, x):
+            return self.layers[1](jax.nn.relu(self.layers[0](x)))
+
+    jv.random.set_seed(0)
+    with jv.Store():
+        if rules is None:
+            model = MLP()
+            opt = jv.Optimizer(optax.adam(1e-2), model)
+        else:
+            with jv.sharding_rules(rules, mesh):
+                model = MLP()
+                opt = jv.Optimizer(optax.adam(1e-2), model)
+
+        @jv.jit
+        def step(model, x, y):
+            loss, grads = jv.value_and_grad(lambda: jnp.mean((model(x) - y) ** 2), model)()
+            opt.apply_gradients(grads)
+            return loss
+
+        losses = [np.asarray(step(model, x, y).addressable_data(0)) for _ in range(steps)]
+        variables = {
+            path.replace("/", "."): np.asarray(v.value.addressable_data(0))
+            for path, v in model.named_variables().items()
+        }
+    return np.array(losses), variables
