@@ -286,7 +286,7 @@ def _checksum(array: np.ndarray) -> int:
 
 
 def _bytes(array: np.ndarray) -> memoryview:
-    return memoryview(array.reshape(-1).view(np.uint8))
+    return memoryview(array.reshape(-1).view(np.uint8))  # pyright: ignore[reportArgumentType]  # ndarray is a buffer
 
 
 def _problems(path: Any, problems: list[str]) -> JaxvarsValueError:

@@ -408,12 +408,11 @@ def _uncommitted(value: jax.Array) -> jax.Array:
 def _place(value: jax.Array, sharding: Sharding, name: str, copy: bool = False) -> jax.Array:
     if not copy and value.committed and value.sharding == sharding:
         return value
-    if not sharding.is_fully_addressable:
-        # Spanning other processes' devices: each process puts its own shards
-        # from the same host data (multi-controller JAX).
-        value = np.asarray(value)
+    # Spanning other processes' devices: each process puts its own shards from
+    # the same host data (multi-controller JAX).
+    source = value if sharding.is_fully_addressable else np.asarray(value)
     try:
-        return jax.device_put(value, sharding, may_alias=False if copy else None)
+        return jax.device_put(source, sharding, may_alias=False if copy else None)
     except ValueError as e:
         raise JaxvarsValueError(
             f"Variable '{name}' of shape {tuple(value.shape)} cannot be placed with {sharding}: {e}"

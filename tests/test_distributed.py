@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from _training import global_batch, train
 
 WORKER = os.path.join(os.path.dirname(__file__), "_distributed_worker.py")

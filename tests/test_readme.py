@@ -89,3 +89,17 @@ def test_gradient_masking_keeps_masked_weights_bit_identical():
     assert "gradient of a pruned weight: 0.0" in out
     losses = [float(x) for x in re.findall(r"loss (\d+\.\d+)", out)]
     assert losses[-1] < losses[-2]  # learning again after pruning
+
+
+def test_device_placement_example_prints_the_guides_results():
+    out = run_example("device_placement.py")
+    assert "[[22. 28.]\n [49. 64.]]" in out
+    assert "[[ 1.  4.  9.]\n [ 4. 10. 18.]]" in out
+
+
+def test_data_parallel_example_matches_the_single_device_run():
+    out = run_example("data_parallel.py")
+    assert "up/w     (16, 64)  P(None, 'model')" in out
+    assert "data parallel matches one device: True" in out
+    assert "2-D matches one device: True" in out
+    assert out.count("adam state mu/up/w is sharded like up/w: True") == 3
