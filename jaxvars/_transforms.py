@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
+from jax.core import Tracer
 
 from . import _trace
 from ._errors import JaxvarsError, JaxvarsTypeError
@@ -220,6 +221,15 @@ class Jitted:
         entry = self._cache.get(key)
         if entry is None:
             entry = self._discover(leaves, treedef, statics, key)
+        if entry.assigned and any(isinstance(x, Tracer) for x in leaves):
+            # Under a raw jax.vmap/grad/jit the new values would be that
+            # transform's tracers: they must never reach a variable.
+            names = ", ".join(f"'{v.name}'" for v in entry.assigned[:3])
+            raise JaxvarsTypeError(
+                f"jv.jit({self._name}) assigns variables ({names}) but was called inside a "
+                "JAX transform that jaxvars does not control (jax.vmap, jax.grad, jax.jit). "
+                "Call it outside the transform, or use jv.grad / jv.fori_loop / jv.jit instead."
+            )
         try:
             return entry.run(leaves)
         except _Rediscover as more:

@@ -25,6 +25,8 @@ from ._placement import Device
 # The concrete array class: an exact type check on the hot path is cheaper than
 # isinstance(x, jax.Array), which goes through the ABC machinery.
 _ArrayImpl = type(jnp.zeros(()))
+_current_frame = _trace.current.get
+_LAST = _trace.LAST
 
 
 class Variable:
@@ -85,15 +87,15 @@ class Variable:
             _naming.check_name("Variable" if name is None else name, "variable")
         )
         self._name = name
-        _trace.note_created(self)
         with _trace.outside():  # initial values are concrete, even inside jv.jit
             if callable(initial_value) and not isinstance(initial_value, Variable):
                 initial_value = initial_value()
             self._array = _initial_array(initial_value, name, dtype, device, sharding, self)
-        _placement.log_creation(name, self._array)
-        self._trainable = True
+        # Not the setter: a new variable is in no compiled code, so nothing retraces.
+        self._trainable = self._checked_trainable(trainable)
         self._lock = threading.Lock()
-        self.trainable = trainable
+        _placement.log_creation(name, self._array)
+        _trace.note_created(self)
 
     # -- reading -----------------------------------------------------------------
 
@@ -163,10 +165,12 @@ class Variable:
 
     @trainable.setter
     def trainable(self, trainable: Any) -> None:
+        self._trainable = self._checked_trainable(trainable)
         _trace.bump_epoch()  # gradients compiled with the old setting are stale
+
+    def _checked_trainable(self, trainable: Any) -> bool | jax.Array:
         if isinstance(trainable, (bool, np.bool_)):
-            self._trainable = bool(trainable)
-            return
+            return bool(trainable)
         mask_dtype = getattr(trainable, "dtype", None)
         mask_shape = (
             np.shape(trainable) if mask_dtype is not None or _is_nested(trainable) else None
@@ -183,7 +187,7 @@ class Variable:
                 f"trainable of variable '{self._name}' must be a bool or a boolean mask of the "
                 f"variable's shape {self.shape}; got {got}. The setting is unchanged."
             )
-        self._trainable = jnp.asarray(trainable, dtype=bool)
+        return jnp.asarray(trainable, dtype=bool)
 
     # -- assigning ---------------------------------------------------------------
 
@@ -236,7 +240,8 @@ class Variable:
                 dtype = self.dtype if weak else _dtypes.infer_dtype(array)
                 delta = _dtypes.cast(array, weak, dtype, name=self._name, op=what)
         with self._lock:
-            old = self._value
+            frame = _current_frame()
+            old = self._array if frame is None else frame.read(self)
             before = old.aval
             if delta.shape != before.shape and not _broadcasts_to(delta.shape, before.shape):
                 raise self._shape_error(what, delta.shape)
@@ -245,13 +250,13 @@ class Variable:
             if after.dtype != before.dtype or after.weak_type:
                 new = _dtypes.cast(new, False, before.dtype, name=self._name, op=what)
             if (
-                type(new) is _ArrayImpl
+                frame is None
+                and type(new) is _ArrayImpl
                 and self._sharding is None
                 and not new.committed
-                and _trace.current.get() is None
             ):
                 self._array = new
-                _trace.LAST[0] = None
+                _LAST[0] = None
             else:
                 self._write(new)
         return self

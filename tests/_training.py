@@ -12,37 +12,20 @@ def global_batch():
 
 def train(x, y, rules=None, mesh=None, steps=5):
     """Train an MLP with jv.jit; returns the losses and {path: host array}."""
-    import jax
     import jax.numpy as jnp
     import optax
+    from models import MLP
 
     import jaxvars as jv
-
-    class Dense(jv.Module):
-        def __init__(self, n_in, n_out):
-            super().__init__()
-            self.w = jv.Variable(jv.random.normal((n_in, n_out)) * 0.3, name="w")
-            self.b = jv.Variable(jnp.zeros(n_out), name="b")
-
-        def __call__(self, x):
-            return x @ self.w + self.b
-
-    class MLP(jv.Module):
-        def __init__(self):
-            super().__init__()
-            self.layers = [Dense(8, 32), Dense(32, 1)]
-
-        def __call__(self, x):
-            return self.layers[1](jax.nn.relu(self.layers[0](x)))
 
     jv.random.set_seed(0)
     with jv.Store():
         if rules is None:
-            model = MLP()
+            model = MLP([8, 32, 1], scale=0.3)
             opt = jv.Optimizer(optax.adam(1e-2), model)
         else:
             with jv.sharding_rules(rules, mesh):
-                model = MLP()
+                model = MLP([8, 32, 1], scale=0.3)
                 opt = jv.Optimizer(optax.adam(1e-2), model)
 
         @jv.jit

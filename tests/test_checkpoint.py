@@ -14,23 +14,11 @@ import numpy as np
 import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from models import MLP
 
 import jaxvars as jv
 
 DTYPES = [np.float32, jnp.bfloat16, np.float16, np.int8, np.int32, np.uint8, np.bool_, np.complex64]
-
-
-class Dense(jv.Module):
-    def __init__(self, n_in, n_out):
-        super().__init__()
-        self.w = jv.Variable(jv.random.normal((n_in, n_out)), name="w")
-        self.b = jv.Variable(jnp.zeros(n_out), name="b")
-
-
-class Net(jv.Module):
-    def __init__(self):
-        super().__init__()
-        self.layers = [Dense(3, 4), Dense(4, 2)]
 
 
 @pytest.fixture
@@ -74,7 +62,7 @@ def test_the_file_is_standard_safetensors(path):
 
 def test_module_store_optimizer_and_combinations(path):
     jv.random.set_seed(1)
-    model = Net()
+    model = MLP([3, 4, 2])
     opt = jv.Optimizer(optax.adam(1e-2), model)
     opt.apply_gradients(jv.grad(lambda: sum(jnp.sum(v) for v in model.variables), model)())
     with jv.Store() as store, jv.variable_scope("extra"):
@@ -87,7 +75,7 @@ def test_module_store_optimizer_and_combinations(path):
     jv.save(path, target)
     # A fresh model and optimiser (another numbered scope) restore it.
     jv.random.set_seed(99)
-    fresh_model = Net()
+    fresh_model = MLP([3, 4, 2])
     fresh_opt = jv.Optimizer(optax.adam(1e-2), fresh_model)
     assert fresh_opt.scope_name == "optimizer_1"
     with jv.Store() as fresh_store, jv.variable_scope("extra"):
@@ -106,7 +94,7 @@ def test_list_keys_are_names_and_must_be_unique(path):
     with pytest.raises(ValueError, match=r"these names repeat: \['a'\]"):
         jv.save(path, [a, b])
     with pytest.raises(TypeError, match="must hold Variables"):
-        jv.save(path, [a, Net()])
+        jv.save(path, [a, MLP([3, 4, 2])])
     with pytest.raises(TypeError, match="checkpoint target is a Module"):
         jv.save(path, 42)
     assert not os.path.exists(path)

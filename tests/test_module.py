@@ -3,18 +3,9 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from models import Dense
 
 import jaxvars as jv
-
-
-class Dense(jv.Module):
-    def __init__(self, n_in, n_out, name=None):
-        super().__init__(name=name)
-        self.w = jv.Variable(jv.random.normal((n_in, n_out)) * 0.1, name="w")
-        self.b = jv.Variable(jnp.zeros(n_out), name="b")
-
-    def __call__(self, x):
-        return x @ self.w + self.b
 
 
 class MyBlock(jv.Module):

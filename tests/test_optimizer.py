@@ -1,32 +1,12 @@
 """jv.Optimizer: optax with state in variables (API.md section 5)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from models import MLP
 
 import jaxvars as jv
-
-
-class Dense(jv.Module):
-    def __init__(self, n_in, n_out):
-        super().__init__()
-        self.w = jv.Variable(jv.random.normal((n_in, n_out)), name="w")
-        self.b = jv.Variable(jnp.zeros(n_out), name="b")
-
-    def __call__(self, x):
-        return x @ self.w + self.b
-
-
-class MLP(jv.Module):
-    def __init__(self):
-        super().__init__()
-        self.layers = [Dense(3, 8), Dense(8, 1)]
-
-    def __call__(self, x):
-        return self.layers[1](jax.nn.relu(self.layers[0](x)))
-
 
 X = jnp.asarray(np.random.default_rng(0).normal(size=(32, 3)), jnp.float32)
 Y = jnp.sum(X, axis=1, keepdims=True)
@@ -37,7 +17,7 @@ def loss_fn(model):
 
 
 def test_state_lives_in_non_trainable_variables_named_by_structure():
-    model = MLP()
+    model = MLP([3, 8, 1])
     opt = jv.Optimizer(optax.adam(1e-3), model)
     names = list(opt.state_variables)
     assert "optimizer/0/mu/layers/0/w" in names
@@ -47,7 +27,7 @@ def test_state_lives_in_non_trainable_variables_named_by_structure():
     store = jv.default_store()
     assert all(store[name] is v for name, v in opt.state_variables.items())
     with jv.Store() as fresh:
-        jv.Optimizer(optax.adam(1e-3), MLP())
+        jv.Optimizer(optax.adam(1e-3), MLP([3, 8, 1]))
     assert list(fresh) == names  # a fresh optimiser over a fresh model: same names
     assert jv.Optimizer(optax.sgd(0.1), model).state_variables  # numbered scope
     assert "optimizer_1/iterations" in store
@@ -83,7 +63,7 @@ def test_gradient_styles(style):
 
 
 def test_module_gradients_from_jv_grad():
-    model = MLP()
+    model = MLP([3, 8, 1])
     opt = jv.Optimizer(optax.adam(1e-2), model)
     first = float(loss_fn(model)())
     for _ in range(50):
@@ -94,10 +74,10 @@ def test_module_gradients_from_jv_grad():
 
 def test_jitted_optimizer_matches_eager_and_does_not_retrace():
     jv.random.set_seed(4)
-    eager_model = MLP()
+    eager_model = MLP([3, 8, 1])
     eager_opt = jv.Optimizer(optax.adam(1e-2), eager_model)
     jv.random.set_seed(4)
-    jit_model = MLP()
+    jit_model = MLP([3, 8, 1])
     jit_opt = jv.Optimizer(optax.adam(1e-2), jit_model)
     runs = []
 
@@ -122,7 +102,7 @@ def test_jitted_optimizer_matches_eager_and_does_not_retrace():
     ids=["adamw", "momentum", "lion"],
 )
 def test_frozen_variables_and_masked_elements_stay_bit_identical(tx):
-    model = MLP()
+    model = MLP([3, 8, 1])
     opt = jv.Optimizer(tx, model)
     first, second = model.layers
     mask = np.zeros((3, 8), bool)
@@ -145,7 +125,7 @@ def test_frozen_variables_and_masked_elements_stay_bit_identical(tx):
 
 
 def test_unfreezing_later_resumes_updates():
-    model = MLP()
+    model = MLP([3, 8, 1])
     opt = jv.Optimizer(optax.sgd(0.1), model)
     model.layers[0].b.trainable = False
     opt.apply_gradients(jv.grad(loss_fn(model), model)())

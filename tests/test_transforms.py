@@ -7,18 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from models import Dense
 
 import jaxvars as jv
-
-
-class Dense(jv.Module):
-    def __init__(self, n_in, n_out):
-        super().__init__()
-        self.w = jv.Variable(jv.random.normal((n_in, n_out)) * 0.5, name="w")
-        self.b = jv.Variable(jnp.zeros(n_out), name="b")
-
-    def __call__(self, x):
-        return x @ self.w + self.b
 
 
 def sgd_step(model, x, y, lr=0.1):
@@ -52,7 +43,7 @@ def test_closure_assignments_are_visible_after_the_call():
 
 
 def test_module_and_variable_arguments_also_nested():
-    model = Dense(3, 1)
+    model = Dense(3, 1, 0.5)
     extra = jv.Variable(1.0, name="extra")
 
     @jv.jit
@@ -71,9 +62,9 @@ def test_module_and_variable_arguments_also_nested():
 
 def test_jitted_training_matches_eager_training():
     jv.random.set_seed(1)
-    eager = Dense(3, 1)
+    eager = Dense(3, 1, 0.5)
     jv.random.set_seed(1)
-    compiled = Dense(3, 1)
+    compiled = Dense(3, 1, 0.5)
     step = jv.jit(sgd_step)
     for _ in range(20):
         eager_loss = sgd_step(eager, X, Y)
@@ -85,7 +76,7 @@ def test_jitted_training_matches_eager_training():
 
 def test_compiled_code_is_reused_for_new_values_and_same_shaped_inputs():
     runs = []
-    model = Dense(3, 1)
+    model = Dense(3, 1, 0.5)
 
     @jv.jit
     def step(model, x, y):
@@ -131,7 +122,7 @@ def test_jit_keywords_pass_through_and_unsupported_ones_are_refused():
 
 
 def test_changing_trainable_retraces_and_never_gives_stale_gradients():
-    model = Dense(3, 1)
+    model = Dense(3, 1, 0.5)
     step = jv.jit(sgd_step)
     step(model, X, Y)
     model.w.trainable = False
@@ -146,7 +137,7 @@ def test_changing_trainable_retraces_and_never_gives_stale_gradients():
 
 
 def test_changing_a_modules_variables_retraces():
-    model = Dense(3, 1)
+    model = Dense(3, 1, 0.5)
     step = jv.jit(lambda m, x: m(x))
     np.testing.assert_array_equal(step(model, jnp.ones((1, 3))), model(jnp.ones((1, 3))))
     model.w = jv.Variable(jnp.ones((3, 1)), name="w2")
@@ -295,6 +286,22 @@ def test_raw_transforms_inside_jv_jit_cannot_assign():
     assert float(v) == 0.0 and not isinstance(v.value, jax.core.Tracer)
 
 
+def test_an_assigning_jv_jit_function_refuses_to_run_under_raw_transforms():
+    total = jv.Variable(0.0, name="total")
+    scale = jv.Variable(2.0, name="scale")
+
+    @jv.jit
+    def accumulate(x):
+        total.assign_add(x)
+        return x
+
+    with pytest.raises(TypeError, match="assigns variables \\('total'\\).*jax.vmap"):
+        jax.vmap(accumulate)(jnp.ones(3))
+    assert float(total) == 0.0 and not isinstance(total.value, jax.core.Tracer)
+    reads_only = jv.jit(lambda x: x * scale)
+    np.testing.assert_array_equal(jax.vmap(reads_only)(jnp.ones(3)), [2.0, 2.0, 2.0])
+
+
 def test_random_stream_advances_across_jitted_calls():
     draw = jv.jit(lambda: jv.random.normal((3,)))
     jv.random.set_seed(5)
@@ -320,7 +327,7 @@ def test_nested_jv_jit_is_inlined():
 
 
 def test_compiled_code_does_not_keep_modules_alive():
-    model = Dense(3, 1)
+    model = Dense(3, 1, 0.5)
     step = jv.jit(lambda m, x: m(x))
     step(model, X)
     ref = weakref.ref(model)
@@ -360,7 +367,7 @@ def test_grad_structures_follow_wrt():
     assert isinstance(jv.grad(f, (a, b))(), tuple)
     as_dict = jv.grad(f, {"a": a, "b": b})()
     assert set(as_dict) == {"a", "b"} and float(as_dict["b"]) == 6.0
-    model = Dense(2, 1)
+    model = Dense(2, 1, 0.5)
     module_grads = jv.grad(lambda: model(jnp.ones((1, 2))).sum(), model)()
     assert isinstance(module_grads, tuple) and len(module_grads) == 2
     np.testing.assert_array_equal(module_grads[0], [[1.0], [1.0]])
@@ -443,9 +450,9 @@ def test_fori_loop_eagerly_with_carry_and_variables():
 
 def test_fori_loop_runs_many_training_steps_in_one_call():
     jv.random.set_seed(3)
-    looped = Dense(3, 1)
+    looped = Dense(3, 1, 0.5)
     jv.random.set_seed(3)
-    stepped = Dense(3, 1)
+    stepped = Dense(3, 1, 0.5)
 
     @jv.jit
     def train(model, x, y):
