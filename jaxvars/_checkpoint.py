@@ -8,6 +8,8 @@ parses JSON and copies bytes, so a checkpoint cannot run code.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import math
 import os
@@ -113,7 +115,8 @@ def save(path: str | os.PathLike[str], target: Any, *, durable: bool = False) ->
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(temporary, path)
+        if durable or not _exchange(temporary, path):
+            os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
@@ -294,6 +297,32 @@ def _problems(path: Any, problems: list[str]) -> JaxvarsValueError:
         f"Cannot restore from {os.fspath(path)!r}: {len(problems)} problem(s), no variable "
         "was changed:\n  " + "\n  ".join(problems)
     )
+
+
+def _exchange(new: str, path: str | os.PathLike[str]) -> bool:
+    """Atomically swap ``new`` into ``path`` and delete the old file; False if unsupported.
+
+    Same atomicity as os.replace (``path`` always holds a whole checkpoint),
+    but renaming over an existing file makes ext4 start writing the new one
+    out at once (auto_da_alloc), which measured 1.5-4x slower than writing
+    the same bytes with np.save. Swapping the two names does not.
+    """
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None or not os.path.exists(path):
+        return False
+    at_cwd, rename_exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(new), at_cwd, os.fsencode(path), rename_exchange) != 0:
+        return False  # e.g. a filesystem without RENAME_EXCHANGE: os.replace instead
+    os.unlink(new)  # now the previous checkpoint
+    return True
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # no C library to load (not Linux): os.replace is used
+        return None
 
 
 def _fsync_directory(directory: str) -> None:

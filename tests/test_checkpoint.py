@@ -176,21 +176,27 @@ def test_a_pickle_payload_is_never_executed(path, tmp_path):
     assert not marker.exists()
 
 
-def test_a_failed_save_leaves_the_previous_checkpoint_intact(path, monkeypatch):
+@pytest.mark.parametrize("swap", [True, False], ids=["renameat2-exchange", "os.replace"])
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(path, monkeypatch, swap):
+    if not swap:
+        monkeypatch.setattr(jv._checkpoint, "_exchange", lambda new, old: False)
     v = jv.Variable(np.arange(4, dtype=np.float32), name="v")
     jv.save(path, [v])
     v.assign([9, 9, 9, 9])
+    jv.save(path, [v])  # a second save replaces the first
+    v.assign([5, 5, 5, 5])
+    real = jv._checkpoint._bytes
 
-    def fail(*args):
+    def failing(array):  # the header is written, then the data fails
         raise OSError("disk full")
 
-    monkeypatch.setattr(jv._checkpoint.os, "replace", fail)
+    monkeypatch.setattr(jv._checkpoint, "_bytes", failing)
     with pytest.raises(OSError, match="disk full"):
         jv.save(path, [v])
-    monkeypatch.undo()
+    monkeypatch.setattr(jv._checkpoint, "_bytes", real)
     assert [p for p in os.listdir(os.path.dirname(path)) if p.endswith(".tmp")] == []
     jv.restore(path, [v])
-    np.testing.assert_array_equal(v.numpy(), [0, 1, 2, 3])
+    np.testing.assert_array_equal(v.numpy(), [9, 9, 9, 9])
 
 
 def test_a_killed_save_leaves_the_previous_checkpoint_intact(path):

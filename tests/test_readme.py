@@ -103,3 +103,17 @@ def test_data_parallel_example_matches_the_single_device_run():
     assert "data parallel matches one device: True" in out
     assert "2-D matches one device: True" in out
     assert out.count("adam state mu/up/w is sharded like up/w: True") == 3
+
+
+def test_the_readme_python_blocks_run():
+    import jax.numpy as jnp
+
+    blocks = re.findall(r"```python\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S)
+    quickstart = blocks[0]
+    namespace = {}
+    exec(compile(quickstart, "README.md quickstart", "exec"), namespace)
+    x, y = jnp.ones((4, 3)), jnp.zeros((4, 1))
+    first = float(namespace["train_step"](namespace["model"], x, y))
+    for _ in range(20):
+        last = float(namespace["train_step"](namespace["model"], x, y))
+    assert last < first
