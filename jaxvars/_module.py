@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jax
 import numpy as np
 
 from . import _trace
@@ -76,8 +77,8 @@ class Module:
 
     def __setattr__(self, attr: str, value: Any) -> None:
         if _holds_state(value) or _holds_state(self.__dict__.get(attr)):
-            _trace.bump_epoch()  # compiled code that walked this module is stale
-        object.__setattr__(self, attr, value)
+            _trace.bump_epoch()  # compiled code that used this module is stale
+        object.__setattr__(self, attr, _tracked(value))
 
     def __delattr__(self, attr: str) -> None:
         if _holds_state(self.__dict__.get(attr)):
@@ -216,6 +217,57 @@ def _walk(
 
 def _holds_state(value: Any) -> bool:
     return isinstance(value, (Variable, Module, list, tuple, dict))
+
+
+class TrackedList(list):
+    """A list held by a Module. Changing it in place (``layers.append(...)``)
+    makes jv.jit retrace code that used the module, as reassigning would."""
+
+    __slots__ = ()
+
+
+class TrackedDict(dict):
+    """A dict held by a Module; changing it in place makes jv.jit retrace."""
+
+    __slots__ = ()
+
+
+def _bump_on(cls: type, names: str) -> None:
+    for name in names.split():
+        base = getattr(cls.__mro__[1], name)
+
+        def mutate(self: Any, *args: Any, _base: Any = base, **kwargs: Any) -> Any:
+            _trace.bump_epoch()
+            return _base(self, *args, **kwargs)
+
+        mutate.__name__ = name
+        setattr(cls, name, mutate)
+
+
+_bump_on(
+    TrackedList,
+    "append extend insert pop remove clear sort reverse __setitem__ __delitem__ __iadd__ __imul__",
+)
+_bump_on(TrackedDict, "__setitem__ __delitem__ pop popitem clear update setdefault __ior__")
+# JAX sees them exactly as it sees lists and dicts.
+jax.tree_util.register_pytree_node(TrackedList, lambda x: (list(x), None), lambda _, c: list(c))
+jax.tree_util.register_pytree_with_keys(
+    TrackedDict,
+    lambda x: ([(jax.tree_util.DictKey(k), v) for k, v in x.items()], tuple(x)),
+    lambda keys, c: dict(zip(keys, c, strict=True)),
+    lambda x: (list(x.values()), tuple(x)),
+)
+
+
+def _tracked(value: Any) -> Any:
+    """Lists and dicts (also nested, and inside plain tuples) as tracked copies."""
+    if type(value) is list or type(value) is TrackedList:
+        return TrackedList(_tracked(x) for x in value)
+    if type(value) is dict or type(value) is TrackedDict:
+        return TrackedDict((k, _tracked(v)) for k, v in value.items())
+    if type(value) is tuple:
+        return tuple(_tracked(x) for x in value)
+    return value
 
 
 def _snake_case(name: str) -> str:

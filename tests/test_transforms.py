@@ -144,6 +144,31 @@ def test_changing_a_modules_variables_retraces():
     np.testing.assert_allclose(step(model, jnp.ones((1, 3))), [[3.0]])
 
 
+def test_changing_a_modules_list_or_dict_in_place_retraces():
+    class Stack(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [Dense(2, 2, 0.5)]
+            self.gains = {"out": jv.Variable(1.0, name="gain")}
+
+        def __call__(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x * self.gains["out"]
+
+    stack = Stack()
+    step = jv.jit(lambda m, x: m(x))
+    x = jnp.ones((1, 2))
+    assert step(stack, x).shape == (1, 2)
+    stack.layers.append(Dense(2, 1, 0.5))
+    assert step(stack, x).shape == (1, 1)
+    np.testing.assert_allclose(step(stack, x), stack(x), rtol=1e-6)
+    stack.gains["out"] = jv.Variable(3.0, name="gain")
+    np.testing.assert_allclose(step(stack, x), stack(x), rtol=1e-6)
+    assert isinstance(stack.layers, list) and isinstance(stack.gains, dict)
+    assert len(jax.tree.leaves({"layers": stack.layers, "gains": stack.gains})) == 3
+
+
 def test_a_branch_that_touches_another_variable_is_picked_up():
     a, b = jv.Variable(1.0, name="a"), jv.Variable(10.0, name="b")
     use_b = [False]
