@@ -249,12 +249,16 @@ _bump_on(
     "append extend insert pop remove clear sort reverse __setitem__ __delitem__ __iadd__ __imul__",
 )
 _bump_on(TrackedDict, "__setitem__ __delitem__ pop popitem clear update setdefault __ior__")
-# JAX sees them exactly as it sees lists and dicts.
-jax.tree_util.register_pytree_node(TrackedList, lambda x: (list(x), None), lambda _, c: list(c))
+# JAX sees them exactly as it sees lists and dicts (and rebuilds plain ones).
+jax.tree_util.register_pytree_node(
+    TrackedList,
+    lambda x: (list(x), None),
+    lambda _, children: list(children),  # pyright: ignore[reportArgumentType]  # a plain list
+)
 jax.tree_util.register_pytree_with_keys(
     TrackedDict,
     lambda x: ([(jax.tree_util.DictKey(k), v) for k, v in x.items()], tuple(x)),
-    lambda keys, c: dict(zip(keys, c, strict=True)),
+    lambda keys, children: dict(zip(keys, children, strict=True)),  # pyright: ignore[reportArgumentType]  # a plain dict
     lambda x: (list(x.values()), tuple(x)),
 )
 
