@@ -5,7 +5,8 @@ optax (params and optimiser state donated), Flax NNX (nnx.jit, and its cached
 path nnx.cached_partial) and Equinox (eqx.filter_jit), interleaved round-robin
 in one process. Prints median microseconds per step and the ratio to raw.
 
-Run: pip install -e ".[bench]" && python benchmarks/step_overhead.py [--quick]
+Run: pip install -e ".[bench]" && python benchmarks/step_overhead.py [--quick] [--pair]
+(--pair: only raw and jaxvars, alternating; the peers change the SMALL ratio.)
 Targets: SMALL <= 1.10x raw, LARGE <= 1.02x, 100 layers <= 1.15x, and
 jv.fori_loop <= 1.05x a raw jax.lax.fori_loop per step.
 """
@@ -197,14 +198,23 @@ def equinox_contender(sizes, x, y):
     return run
 
 
-def main(quick: bool = False) -> None:
+def main(quick: bool = False, pair: bool = False) -> None:
     rounds, calls = (3, 5) if quick else (25, 40)
     for title, (sizes, batch) in SIZES.items():
+        if pair and not title.startswith("SMALL"):
+            continue
         x = jax.random.normal(jax.random.PRNGKey(1), (batch, sizes[0]))
         y = jax.random.normal(jax.random.PRNGKey(2), (batch, sizes[-1]))
         raw, raw_hundred = raw_contender(sizes, x, y)
         ours, our_hundred = jaxvars_contender(sizes, x, y)
         contenders = {"raw jax.jit + optax (donated)": raw, "jaxvars jv.jit": ours}
+        if pair:
+            report(
+                f"{title}: raw and jaxvars alone",
+                interleaved_medians(contenders, rounds=rounds, calls=calls),
+                "raw jax.jit + optax (donated)",
+            )
+            continue
         try:
             nnx_run, nnx_cached = nnx_contenders(sizes, x, y)
             contenders["flax nnx.jit"] = nnx_run
@@ -233,4 +243,4 @@ def main(quick: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv)
+    main(quick="--quick" in sys.argv, pair="--pair" in sys.argv)

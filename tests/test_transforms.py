@@ -359,7 +359,7 @@ def test_compiled_code_does_not_keep_modules_alive():
     del model
     gc.collect()
     assert ref() is None
-    assert len(step._cache) == 0
+    assert len(step._jitted._cache) == 0
 
 
 def test_jit_as_a_method_decorator():
