@@ -14,6 +14,7 @@ from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._module import Module
 from ._scope import adopt, current_scope
 from ._store import active_store
+from ._transforms import masked_gradient
 from ._variable import Variable
 
 
@@ -122,7 +123,7 @@ class Optimizer:
                     f"The gradient for variable '{variable.name}' has shape {jnp.shape(grad)}, "
                     f"the variable {variable.shape}."
                 )
-            full[key] = _mask(variable, grad, jnp.zeros_like(grad))
+            full[key] = masked_gradient(variable, grad)
         state = jax.tree_util.tree_unflatten(self._treedef, [s.value for s in self._state])
         updates, new_state = self._tx.update(full, state, params)
         updates = cast(dict[str, Any], updates)  # optax keeps the structure of the gradients

@@ -62,16 +62,12 @@ class Frame:
                 # Unknown to this jit/loop: take the value from outside (a
                 # constant, or an outer frame's tracer) and remember it, so the
                 # transform can retrace with the variable as an input.
-                if frame.parent:
-                    value = frame.parent.read(variable)
-                else:
-                    LAST[0] = None  # the concrete array may be captured by the trace
-                    value = variable._array
+                value = frame.parent.read(variable) if frame.parent else _concrete(variable)
                 frame.values[variable] = value
                 frame.discovered[variable] = None
                 return value
             frame = frame.parent
-        return variable._array
+        return _concrete(variable)
 
     def write(self, variable: Variable, value: Any) -> None:
         if isinstance(value, Tracer) and not self._owns_current_trace():
@@ -94,6 +90,13 @@ class Frame:
 
 
 _MISSING = object()
+
+
+def _concrete(variable: Variable) -> Any:
+    """The variable's own array, handed to traced code (which may capture it)."""
+    LAST[0] = None  # so jv.jit checks before donating it
+    return variable._array
+
 
 # Bumped whenever something that compiled code depends on changes outside any
 # trace (a trainable flag, a module's variables): jv.jit then retraces.

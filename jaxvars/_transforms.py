@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import operator
 import sys
+import types
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
@@ -87,7 +88,7 @@ class _Entry:
         read: list[Variable],
         layout: Any,
         dynamic_positions: list[int],
-        compile: Callable[[_Entry, bool], Any],
+        compile: Callable[[bool], Any],
     ) -> None:
         self.assigned = assigned
         self.read = read
@@ -95,7 +96,6 @@ class _Entry:
         self.guards: list[weakref.ref] = []
         compiled: dict[bool, Any] = {}
         refcount = sys.getrefcount
-        entry_ref = weakref.ref(self)  # run is stored on self: no reference cycle
         token = object()  # identifies this entry's outputs in _trace.LAST
         select = _selector(dynamic_positions)
         committed = [v for v in assigned if v._sharding is not None]
@@ -119,7 +119,7 @@ class _Entry:
             del held
             fn = compiled.get(donate)
             if fn is None:
-                fn = compiled[donate] = compile(entry_ref(), donate)  # type: ignore[arg-type]
+                fn = compiled[donate] = compile(donate)
             out, new_values = fn(
                 values, list(map(_get_array, read)) if read else [], select(source)
             )
@@ -179,16 +179,16 @@ class Jitted:
                 )
         self._jit_kwargs = jit_kwargs
         self._cache: dict[Any, _Entry] = {}
-        self._epoch = _trace.EPOCH[0]
+        self._epoch = _EPOCH[0]
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if _trace.current.get() is not None:
+        if _current_frame() is not None:
             # Already inside a jaxvars trace (nested jv.jit): the outer one compiles.
             return self._fn(*args, **kwargs)
-        if self._epoch != _trace.EPOCH[0]:
+        if self._epoch != _EPOCH[0]:
             # A trainable flag or a module's structure changed: start afresh.
             self._cache.clear()
-            self._epoch = _trace.EPOCH[0]
+            self._epoch = _EPOCH[0]
         statics = ()
         if self._static_argnums or self._static_argnames:
             args, kwargs, statics = self._split_statics(args, kwargs)
@@ -232,11 +232,11 @@ class Jitted:
         )
 
     def _entry(self, assigned: list[Variable], read: list[Variable], layout: Any) -> _Entry:
-        def compile(entry: _Entry, donate: bool) -> Any:
+        def compile(donate: bool) -> Any:
             options = dict(self._jit_kwargs)
             if donate:
                 options["donate_argnums"] = (0,)
-            return jax.jit(self._pure(entry, layout), **options)
+            return jax.jit(self._pure(assigned, read, layout), **options)
 
         object_refs = layout[0]
         positions = [i for i, ref in enumerate(object_refs) if ref is None]
@@ -257,7 +257,8 @@ class Jitted:
         Variables that ``fn`` creates (``get_variable`` on a first call) are
         created here, with concrete values, before anything is compiled.
         """
-        rebuild = self._rebuilder(treedef, statics)
+        layout = self._layout(leaves, treedef, statics)
+        rebuild = layout[1]
         found: dict[str, list[Variable]] = {}
 
         def probe(dynamic: list[Any]) -> Any:
@@ -271,7 +272,6 @@ class Jitted:
             return out
 
         jax.eval_shape(probe, [x for x in leaves if not isinstance(x, _OBJECT_TYPES)])
-        layout = self._layout(leaves, treedef, statics)
         entry = self._entry(found["assigned"], found["read"], layout)
         self._store(key, entry, leaves)
         return entry
@@ -286,10 +286,9 @@ class Jitted:
         self._cache[key] = bigger
         return bigger
 
-    def _pure(self, entry: _Entry, layout: Any) -> Callable:
+    def _pure(self, assigned: list[Variable], read: list[Variable], layout: Any) -> Callable:
         """The pure function of (assigned values, read values, dynamic leaves)."""
         fn = self._fn
-        assigned, read = entry.assigned, entry.read
         expected = dict.fromkeys(assigned)
         object_refs, rebuild = layout
         fn_name = self._name
@@ -451,7 +450,8 @@ def _wrt_variables(wrt: Any) -> tuple[list[Variable], Callable[[list[Any]], Any]
     return leaves, lambda grads: jax.tree_util.tree_unflatten(treedef, grads)
 
 
-def _masked(variable: Variable, grad: Any) -> Any:
+def masked_gradient(variable: Variable, grad: Any) -> Any:
+    """``grad`` with zeros where ``variable`` is not trainable (all of it, or its mask)."""
     trainable = variable.trainable
     if trainable is True:
         return grad
@@ -479,7 +479,7 @@ def _value_and_grad_impl(
     # gradient, so the gradient saw the variables as they were.
     for variable, new in zip(written, written_values, strict=True):
         variable.assign(new)
-    grads = [_masked(v, g) for v, g in zip(variables, grads, strict=True)]
+    grads = [masked_gradient(v, g) for v, g in zip(variables, grads, strict=True)]
     return value, aux, restructure(grads)
 
 
@@ -554,8 +554,8 @@ def fori_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], init_val:
         >>> int(jv.fori_loop(0, 5, body, 0)), int(total)
         (5, 10)
     """
-    if _trace.current.get() is None:
-        return _eager_loop(lower, upper, init_val, body=body)
+    if _current_frame() is None:
+        return _eager_loop(lower, upper, body, init_val)
     assigned = _loop_assigned(body, init_val)
     carried = dict.fromkeys(assigned)  # identity membership
 
@@ -592,6 +592,26 @@ def _loop_assigned(body: Callable[[Any, Any], Any], init_val: Any) -> list[Varia
     return found
 
 
-@jit(static_argnames="body")
-def _eager_loop(lower: Any, upper: Any, init_val: Any, body: Any) -> Any:
-    return fori_loop(lower, upper, body, init_val)
+# Compiled eager loops, per body function. Weak on both sides: a body (and the
+# variables its closure holds) must stay collectable, as with jax.jit.
+_eager_loops: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _eager_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], init_val: Any) -> Any:
+    """Run a loop called outside any transform by compiling it with jv.jit."""
+    runner = _eager_loops.get(body) if isinstance(body, types.FunctionType) else None
+    if runner is None:
+        if isinstance(body, types.FunctionType):
+            body_ref = weakref.ref(body)
+
+            def run(lo: Any, hi: Any, init: Any) -> Any:
+                live = body_ref()
+                assert live is not None  # the runner is dropped with its body
+                return fori_loop(lo, hi, live, init)
+
+            runner = _eager_loops[body] = jit(run)
+        else:  # a bound method or other callable: weak references to it die at once
+            runner = jit(lambda lo, hi, init: fori_loop(lo, hi, body, init))
+    return runner(lower, upper, init_val)

@@ -87,10 +87,13 @@ class Variable:
             _naming.check_name("Variable" if name is None else name, "variable")
         )
         self._name = name
+        self._sharding = _placement.resolve_sharding(device, sharding)
+        if self._sharding is None:
+            self._sharding = _placement.default_sharding(name)  # jv.device, sharding rules
         with _trace.outside():  # initial values are concrete, even inside jv.jit
             if callable(initial_value) and not isinstance(initial_value, Variable):
                 initial_value = initial_value()
-            self._array = _initial_array(initial_value, name, dtype, device, sharding, self)
+            self._array = _initial_array(initial_value, name, dtype, self._sharding)
         # Not the setter: a new variable is in no compiled code, so nothing retraces.
         self._trainable = self._checked_trainable(trainable)
         self._lock = threading.Lock()
@@ -103,9 +106,9 @@ class Variable:
     def _value(self) -> jax.Array:
         # Every read goes through here: inside jv.jit/grad/fori_loop the frame
         # supplies the traced value.
-        frame = _trace.current.get()
+        frame = _current_frame()
         if frame is None:
-            _trace.LAST[0] = None  # the array may now be held outside jaxvars
+            _LAST[0] = None  # the array may now be held outside jaxvars
             return self._array
         return frame.read(self)
 
@@ -263,17 +266,17 @@ class Variable:
 
     def _write(self, new: jax.Array) -> None:
         """Store ``new`` (already of the right shape and dtype), or hand it to the frame."""
-        frame = _trace.current.get()
+        frame = _current_frame()
         if frame is not None:
             frame.write(self, new)
-        elif type(new) is not _ArrayImpl and isinstance(new, Tracer):
+            return
+        if type(new) is not _ArrayImpl and isinstance(new, Tracer):
             raise JaxvarsTypeError(TRACER_ASSIGN.format(op="assign", name=self._name))
-        elif self._sharding is not None:
+        if self._sharding is not None:
             self._array = _place(new, self._sharding, self._name)
-            _trace.LAST[0] = None
         else:
             self._array = _uncommitted(new) if new.committed else new
-            _trace.LAST[0] = None
+        _LAST[0] = None
 
     def _shape_error(self, op: str, value_shape: tuple[int, ...]) -> JaxvarsValueError:
         return JaxvarsValueError(
@@ -354,7 +357,7 @@ class Variable:
 
 
 def _initial_array(
-    initial_value: Any, name: str, dtype: Any, device: Any, sharding: Any, variable: Variable
+    initial_value: Any, name: str, dtype: Any, sharding: Sharding | None
 ) -> jax.Array:
     from_variable = isinstance(initial_value, Variable)
     if from_variable:
@@ -371,14 +374,11 @@ def _initial_array(
         _dtypes.infer_dtype(array) if dtype is None else _dtypes.canonical_dtype(dtype, name=name)
     )
     value = _dtypes.cast(array, weak, target, name=name, op="assign")
-    variable._sharding = _placement.resolve_sharding(device, sharding)
-    if variable._sharding is None:
-        variable._sharding = _placement.default_sharding(name)  # jv.device, sharding rules
     # An array given by value may keep its buffer (arrays are immutable, and
     # jv.jit donates a buffer only when nothing else holds it), so a 400 MB
     # model costs 400 MB. A Variable's value is copied, as TF's contract says.
-    if variable._sharding is not None:
-        return _place(value, variable._sharding, name, copy=from_variable)
+    if sharding is not None:
+        return _place(value, sharding, name, copy=from_variable)
     if value.committed:
         return _uncommitted(value)
     return jnp.array(value, copy=True) if from_variable else value

@@ -473,6 +473,22 @@ def test_fori_loop_eagerly_with_carry_and_variables():
     jv.fori_loop(0, 3, lambda i, c: c)  # no carry, no variables
 
 
+def test_eager_fori_loop_keeps_neither_its_body_nor_its_variables_alive():
+    counter = jv.Variable(0, name="counter")
+
+    def body(i, carry):
+        counter.assign_add(1)
+        return carry
+
+    jv.fori_loop(0, 3, body)
+    jv.fori_loop(0, 2, body)  # the same body: compiled once, reused
+    assert int(counter) == 5
+    refs = [weakref.ref(counter), weakref.ref(body)]
+    del counter, body
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
+
+
 def test_fori_loop_runs_many_training_steps_in_one_call():
     jv.random.set_seed(3)
     looped = Dense(3, 1, 0.5)
