@@ -474,12 +474,16 @@ def test_fori_loop_eagerly_with_carry_and_variables():
 
 
 def test_eager_fori_loop_keeps_neither_its_body_nor_its_variables_alive():
-    counter = jv.Variable(0, name="counter")
+    def make():
+        counter = jv.Variable(0, name="counter")
 
-    def body(i, carry):
-        counter.assign_add(1)
-        return carry
+        def body(i, carry):
+            counter.assign_add(1)
+            return carry
 
+        return counter, body
+
+    counter, body = make()
     jv.fori_loop(0, 3, body)
     jv.fori_loop(0, 2, body)  # the same body: compiled once, reused
     assert int(counter) == 5
