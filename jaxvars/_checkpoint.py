@@ -8,20 +8,20 @@ parses JSON and copies bytes, so a checkpoint cannot run code.
 
 from __future__ import annotations
 
-import ctypes
-import functools
+import itertools
 import json
 import math
 import os
 import struct
-import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._atomic_file import replace_atomically
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._module import Module
 from ._optimizer import Optimizer
@@ -51,8 +51,8 @@ _MAX_HEADER = 100 * 2**20  # a header larger than this is a corrupted length fie
 def save(path: str | os.PathLike[str], target: Any, *, durable: bool = False) -> None:
     """Save ``target``'s variables to ``path``, atomically.
 
-    The file is written beside ``path`` and renamed over it, so an interrupted
-    save (an exception, a killed process) leaves the previous checkpoint intact.
+    The file is written beside ``path`` and swapped in, so an interrupted save
+    (an exception, a killed process) leaves the previous checkpoint intact.
 
     Args:
         path: The checkpoint file (conventionally ``*.safetensors``).
@@ -104,25 +104,10 @@ def save(path: str | os.PathLike[str], target: Any, *, durable: bool = False) ->
     header["__metadata__"] = {"format": "jaxvars", "sum64": json.dumps(checksums)}
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned, as safetensors does
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=".jaxvars-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(encoded)))
-            f.write(encoded)
-            for array in arrays.values():
-                f.write(_bytes(array))
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        if durable or not _exchange(temporary, path):
-            os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    if durable:
-        _fsync_directory(directory)
+    data = (_bytes(array) for array in arrays.values())  # views, made as they are written
+    replace_atomically(
+        path, itertools.chain([struct.pack("<Q", len(encoded)), encoded], data), durable=durable
+    )
 
 
 def restore(path: str | os.PathLike[str], target: Any, *, strict: bool = True) -> None:
@@ -165,17 +150,23 @@ def restore(path: str | os.PathLike[str], target: Any, *, strict: bool = True) -
         if problems:
             raise _problems(path, problems)
         checksums = json.loads(header.get("__metadata__", {}).get("sum64", "{}"))
-        arrays = {}
-        for key, variable in variables.items():
-            entry = entries[key]
-            begin, end = entry["data_offsets"]
-            array = _aligned_empty(variable.shape, variable.dtype)
-            f.seek(data_start + begin)
-            if f.readinto(_bytes(array)) != end - begin:
-                problems.append(f"{key!r}: the file ends inside its data (truncated)")
-            elif key in checksums and _checksum(array) != checksums[key]:
-                problems.append(f"{key!r}: its data does not match its checksum (corrupted)")
-            arrays[key] = array
+        arrays, sums = {}, {}
+        # Summing array i on a second thread while array i + 1 is read hides the checksum.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxvars-checksum") as summer:
+            for key, variable in variables.items():
+                begin, end = entries[key]["data_offsets"]
+                array = _aligned_empty(variable.shape, variable.dtype)
+                f.seek(data_start + begin)
+                if f.readinto(_bytes(array)) != end - begin:
+                    problems.append(f"{key!r}: the file ends inside its data (truncated)")
+                elif key in checksums:
+                    sums[key] = summer.submit(_checksum, array)
+                arrays[key] = array
+        problems += [
+            f"{key!r}: its data does not match its checksum (corrupted)"
+            for key, total in sums.items()
+            if total.result() != checksums[key]
+        ]
     if problems:
         raise _problems(path, problems)
     for key, variable in variables.items():
@@ -297,41 +288,3 @@ def _problems(path: Any, problems: list[str]) -> JaxvarsValueError:
         f"Cannot restore from {os.fspath(path)!r}: {len(problems)} problem(s), no variable "
         "was changed:\n  " + "\n  ".join(problems)
     )
-
-
-def _exchange(new: str, path: str | os.PathLike[str]) -> bool:
-    """Atomically swap ``new`` into ``path`` and delete the old file; False if unsupported.
-
-    Same atomicity as os.replace (``path`` always holds a whole checkpoint),
-    but renaming over an existing file makes ext4 start writing the new one
-    out at once (auto_da_alloc), which measured 1.5-4x slower than writing
-    the same bytes with np.save. Swapping the two names does not.
-    """
-    renameat2 = getattr(_libc(), "renameat2", None)
-    if renameat2 is None or not os.path.exists(path):
-        return False
-    at_cwd, rename_exchange = -100, 2
-    if renameat2(at_cwd, os.fsencode(new), at_cwd, os.fsencode(path), rename_exchange) != 0:
-        return False  # e.g. a filesystem without RENAME_EXCHANGE: os.replace instead
-    os.unlink(new)  # now the previous checkpoint
-    return True
-
-
-@functools.cache
-def _libc() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:  # no C library to load (not Linux): os.replace is used
-        return None
-
-
-def _fsync_directory(directory: str) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -179,7 +180,7 @@ def test_a_pickle_payload_is_never_executed(path, tmp_path):
 @pytest.mark.parametrize("swap", [True, False], ids=["renameat2-exchange", "os.replace"])
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(path, monkeypatch, swap):
     if not swap:
-        monkeypatch.setattr(jv._checkpoint, "_exchange", lambda new, old: False)
+        monkeypatch.setattr(jv._atomic_file, "_exchange", lambda new, old: False)
     v = jv.Variable(np.arange(4, dtype=np.float32), name="v")
     jv.save(path, [v])
     v.assign([9, 9, 9, 9])
@@ -224,6 +225,81 @@ def test_a_killed_save_leaves_the_previous_checkpoint_intact(path):
     assert result.returncode == -9, result.stderr
     jv.restore(path, [v])
     np.testing.assert_array_equal(v.numpy(), [0, 1, 2, 3])
+
+
+def join_background_frees():
+    for thread in threading.enumerate():
+        if thread.name == "jaxvars-free":
+            thread.join()
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc/self/fd is Linux's")
+def test_saving_over_a_checkpoint_leaves_one_file_and_no_open_descriptor(path):
+    v = jv.Variable(np.arange(4, dtype=np.float32), name="v")
+    jv.save(path, [v])
+    join_background_frees()
+    before = open_fds()
+    for value in ([1, 1, 1, 1], [2, 2, 2, 2]):
+        v.assign(value)
+        jv.save(path, [v])
+        assert os.listdir(os.path.dirname(path)) == ["ckpt.safetensors"]  # old name gone at once
+    join_background_frees()
+    assert open_fds() == before  # the previous files, held open to be freed, were closed
+    v.assign([0, 0, 0, 0])
+    jv.restore(path, [v])
+    np.testing.assert_array_equal(v.numpy(), [2, 2, 2, 2])
+
+
+def cached_pages(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return jv._atomic_file.cache_stat(fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def page_cache(tmp_path):
+    """Skips unless this kernel reports page-cache counts and this filesystem drops
+    clean pages on request (tmpfs does not)."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"x" * 65536)
+    fd = os.open(probe, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    stat = cached_pages(probe)
+    if stat is None or stat.cache != 0:
+        pytest.skip("no cachestat (Linux < 6.5), or a filesystem that keeps its pages")
+    probe.unlink()
+
+
+def test_a_save_drops_the_previous_checkpoints_clean_cache(path, page_cache):
+    v = jv.Variable(np.ones(1 << 18, np.float32), name="v")  # 1 MiB
+    jv.save(path, [v], durable=True)  # on disk: its cached pages are clean
+    previous = path + ".previous"
+    os.link(path, previous)  # keeps the previous file alive to look at it
+    assert cached_pages(previous).cache > 0
+    jv.save(path, [v])
+    assert cached_pages(previous).cache == 0  # its memory went to the new file
+
+
+def test_a_save_leaves_an_unwritten_previous_checkpoint_alone(path, page_cache):
+    v = jv.Variable(np.ones(1 << 18, np.float32), name="v")
+    jv.save(path, [v])  # not yet on disk
+    previous = path + ".previous"
+    os.link(path, previous)
+    before = cached_pages(previous)
+    assert before.dirty > 0
+    jv.save(path, [v])
+    after = cached_pages(previous)  # not dropped, and not written out to be dropped
+    assert (after.cache, after.dirty, after.writeback) == (before.cache, before.dirty, 0)
 
 
 def test_durable_save_round_trips(path):

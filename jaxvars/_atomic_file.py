@@ -1,0 +1,134 @@
+"""Replacing a file atomically, as fast as overwriting it in place.
+
+``path`` always holds a whole file: the new one is written beside it and
+swapped in, so an exception or a killed process leaves the previous one
+intact. Three measured costs of doing that naively (1 GiB on ext4, on the
+development VM) are avoided here:
+
+- renaming over an existing file makes ext4 write the new one out at once
+  (auto_da_alloc): 1.5-4x slower than ``np.save``. The two names are swapped
+  instead (``renameat2(RENAME_EXCHANGE)``), which does not;
+- freeing a file already on disk blocks for about 0.5 s per GiB, longer than
+  writing it. The previous file is held open while its name goes and closed
+  on a background thread; if the process dies, the kernel closes and frees it
+  all the same, and no stray file is left;
+- the new file needs fresh page-cache memory while the previous one still
+  fills its own: twice the file's size, and on a VM whose idle memory goes
+  back to the host, 5x slower to write. The previous file's cached pages are
+  dropped first, when all of them are already on disk (dropping unwritten
+  pages would first write out a file about to be deleted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+
+def replace_atomically(
+    path: str | os.PathLike[str], chunks: Iterable[bytes | memoryview], *, durable: bool
+) -> None:
+    """Write ``chunks`` to a new file and atomically put it at ``path``.
+
+    With ``durable``, the file and the rename are flushed to disk (``fsync``)
+    before returning.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    with _previous_file_released(path):
+        fd, temporary = tempfile.mkstemp(prefix=".jaxvars-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            if durable or not _exchange(temporary, path):
+                os.replace(temporary, path)  # fsync-ed, so ext4's write-out costs nothing
+            else:
+                os.unlink(temporary)  # now the previous file's name
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+    if durable:
+        _fsync_directory(directory)
+
+
+@contextlib.contextmanager
+def _previous_file_released(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Around writing the new file: drop the previous one's clean cache, and free it later."""
+    if sys.platform != "linux":  # elsewhere an open file may not be renamed over
+        yield
+        return
+    try:
+        previous = os.open(path, os.O_RDONLY)
+    except OSError:  # no previous file, or one we may not read: freed in place
+        yield
+        return
+    try:
+        cached = cache_stat(previous)
+        if cached is not None and cached.dirty + cached.writeback == 0:
+            os.posix_fadvise(previous, 0, 0, os.POSIX_FADV_DONTNEED)
+        yield
+    finally:
+        threading.Thread(target=os.close, args=(previous,), name="jaxvars-free").start()
+
+
+class CacheStat(ctypes.Structure):
+    """Page counts of a file's cache: cached, dirty (not yet written), being written, ..."""
+
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in ("cache", "dirty", "writeback", "evicted", "recently_evicted")
+    ]
+
+
+def cache_stat(fd: int) -> CacheStat | None:
+    """The open file's page-cache counts (Linux 6.5 and newer); None if unknown."""
+    libc = _libc()
+    if libc is None or sys.platform != "linux":
+        return None
+    whole_file = (ctypes.c_uint64 * 2)(0, 0)  # offset 0, length 0: to the end
+    stat = CacheStat()
+    cachestat = 451  # the same number on every Linux architecture
+    if libc.syscall(cachestat, fd, whole_file, ctypes.byref(stat), 0) != 0:
+        return None  # an older kernel (ENOSYS)
+    return stat
+
+
+def _exchange(new: str, path: str | os.PathLike[str]) -> bool:
+    """Atomically swap the names ``new`` and ``path``; False if unsupported."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None or not os.path.exists(path):
+        return False
+    at_cwd, rename_exchange = -100, 2
+    # False on e.g. a filesystem without RENAME_EXCHANGE: os.replace instead
+    return renameat2(at_cwd, os.fsencode(new), at_cwd, os.fsencode(path), rename_exchange) == 0
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # no C library to load: os.replace is used
+        return None
+
+
+def _fsync_directory(directory: str) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
