@@ -14,7 +14,7 @@ development VM) are avoided here:
   all the same, and no stray file is left;
 - the new file needs fresh page-cache memory while the previous one still
   fills its own: twice the file's size, and on a VM whose idle memory goes
-  back to the host, 5x slower to write. The previous file's cached pages are
+  back to the host, 3-5x slower to write. The previous file's cached pages are
   dropped first, when all of them are already on disk (dropping unwritten
   pages would first write out a file about to be deleted).
 """
@@ -69,14 +69,15 @@ def _previous_file_released(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
         return
     try:
-        previous = os.open(path, os.O_RDONLY)
+        previous = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # never waits (on a FIFO, say)
     except OSError:  # no previous file, or one we may not read: freed in place
         yield
         return
     try:
         cached = cache_stat(previous)
         if cached is not None and cached.dirty + cached.writeback == 0:
-            os.posix_fadvise(previous, 0, 0, os.POSIX_FADV_DONTNEED)
+            with contextlib.suppress(OSError):  # only a speed-up: never fails a save
+                os.posix_fadvise(previous, 0, 0, os.POSIX_FADV_DONTNEED)
         yield
     finally:
         threading.Thread(target=os.close, args=(previous,), name="jaxvars-free").start()

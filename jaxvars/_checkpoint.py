@@ -53,6 +53,8 @@ def save(path: str | os.PathLike[str], target: Any, *, durable: bool = False) ->
 
     The file is written beside ``path`` and swapped in, so an interrupted save
     (an exception, a killed process) leaves the previous checkpoint intact.
+    The previous checkpoint's disk space is freed on a background thread, after
+    ``save`` returns.
 
     Args:
         path: The checkpoint file (conventionally ``*.safetensors``).
