@@ -25,7 +25,7 @@ from ._atomic_file import replace_atomically
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._module import Module
 from ._optimizer import Optimizer
-from ._store import Store
+from ._store import Store, mismatches
 from ._variable import Variable
 
 _DTYPES = {
@@ -133,22 +133,11 @@ def restore(path: str | os.PathLike[str], target: Any, *, strict: bool = True) -
     with open(path, "rb") as f:
         header, data_start, problems = _read_header(f, os.fstat(f.fileno()).st_size)
         entries = {k: v for k, v in header.items() if k != "__metadata__"}
-        problems += [f"missing key {key!r}" for key in variables if key not in entries]
-        if strict:
-            problems += [f"unexpected key {key!r}" for key in entries if key not in variables]
-        for key, variable in variables.items():
-            entry = entries.get(key)
-            if entry is None or "dtype" not in entry:
-                continue
-            shape, dtype = tuple(entry["shape"]), _DTYPES[entry["dtype"]]
-            if shape != variable.shape:
-                problems.append(
-                    f"{key!r}: shape {shape} in the file, {variable.shape} in the target"
-                )
-            elif dtype != variable.dtype:
-                problems.append(
-                    f"{key!r}: dtype {dtype} in the file, {variable.dtype} in the target"
-                )
+        found = {
+            key: (entry["shape"], _DTYPES[entry["dtype"]]) if entry else None  # None: unreadable
+            for key, entry in entries.items()
+        }
+        problems += mismatches(variables, found, strict=strict, source="file")
         if problems:
             raise _problems(path, problems)
         checksums = json.loads(header.get("__metadata__", {}).get("sum64", "{}"))

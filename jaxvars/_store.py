@@ -136,30 +136,48 @@ def check_state(
     Returns the values to assign, keyed by name. Raises one ValueError that
     lists every problem.
     """
-    problems = [f"missing key {name!r}" for name in variables if name not in state]
-    if strict:
-        problems += [f"unexpected key {name!r}" for name in state if name not in variables]
-    values = {}
-    for name, variable in variables.items():
-        if name not in state:
-            continue
-        value = state[name]
-        if isinstance(value, Variable):
-            value = value.value
-        shape, dtype = np.shape(value), getattr(value, "dtype", None)
-        if dtype is None:
-            dtype = _dtypes.infer_dtype(np.asarray(value))
-        if tuple(shape) != variable.shape:
-            problems.append(f"{name!r}: shape {tuple(shape)} != variable's {variable.shape}")
-        elif np.dtype(dtype) != variable.dtype:
-            problems.append(f"{name!r}: dtype {np.dtype(dtype)} != variable's {variable.dtype}")
-        else:
-            values[name] = value
+    values = {n: v.value if isinstance(v, Variable) else v for n, v in state.items()}
+    found = {name: (np.shape(value), _dtype_of(value)) for name, value in values.items()}
+    problems = mismatches(variables, found, strict=strict, source="state")
     if problems:
         raise JaxvarsValueError(
             f"{what}: {len(problems)} problem(s), nothing was changed:\n  " + "\n  ".join(problems)
         )
-    return values
+    return {name: values[name] for name in variables}
+
+
+def mismatches(
+    variables: Mapping[str, Variable],
+    found: Mapping[str, tuple[tuple[int, ...], np.dtype] | None],
+    *,
+    strict: bool,
+    source: str,
+) -> list[str]:
+    """What keeps ``found`` (each key's shape and dtype in ``source``; None where
+    unreadable) from being assigned to ``variables``: missing keys, unexpected
+    keys (with ``strict``), and shapes or dtypes that differ."""
+    problems = [f"missing key {name!r}" for name in variables if name not in found]
+    if strict:
+        problems += [f"unexpected key {name!r}" for name in found if name not in variables]
+    for name, variable in variables.items():
+        shape_dtype = found.get(name)
+        if shape_dtype is None:
+            continue
+        shape, dtype = tuple(shape_dtype[0]), np.dtype(shape_dtype[1])
+        if shape != variable.shape:
+            problems.append(
+                f"{name!r}: shape {shape} in the {source}, {variable.shape} in the variable"
+            )
+        elif dtype != variable.dtype:
+            problems.append(
+                f"{name!r}: dtype {dtype} in the {source}, {variable.dtype} in the variable"
+            )
+    return problems
+
+
+def _dtype_of(value: Any) -> np.dtype:
+    dtype = getattr(value, "dtype", None)
+    return np.dtype(dtype) if dtype is not None else _dtypes.infer_dtype(np.asarray(value))
 
 
 _default_store = Store()

@@ -118,8 +118,8 @@ def test_restore_lists_every_problem_and_changes_nothing(path):
         "4 problem(s), no variable was changed",
         "missing key 'd'",
         "unexpected key 'extra'",
-        "'a': shape (2, 2) in the file, (3, 2) in the target",
-        "'b': dtype int32 in the file, float32 in the target",
+        "'a': shape (2, 2) in the file, (3, 2) in the variable",
+        "'b': dtype int32 in the file, float32 in the variable",
     ):
         assert part in message, message
     assert all(target[k].value is before[k] for k in target)

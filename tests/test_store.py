@@ -85,8 +85,8 @@ def test_load_state_lists_every_problem_and_changes_nothing():
         "4 problem(s), nothing was changed",
         "missing key 'a/m'",
         "unexpected key 'extra'",
-        "'a/w': shape (3, 3) != variable's (2, 2)",
-        "'a/b': dtype int32 != variable's float32",
+        "'a/w': shape (3, 3) in the state, (2, 2) in the variable",
+        "'a/b': dtype int32 in the state, float32 in the variable",
     ):
         assert part in message, message
     assert all(store[name].value is value for name, value in before.items())
