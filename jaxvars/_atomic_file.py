@@ -51,7 +51,7 @@ def replace_atomically(
                     f.flush()
                     os.fsync(f.fileno())
             if durable or not _exchange(temporary, path):
-                os.replace(temporary, path)  # fsync-ed, so ext4's write-out costs nothing
+                os.replace(temporary, path)  # durable (already on disk), or no swap here
             else:
                 os.unlink(temporary)  # now the previous file's name
         except BaseException:

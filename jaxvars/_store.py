@@ -137,7 +137,10 @@ def check_state(
     lists every problem.
     """
     values = {n: v.value if isinstance(v, Variable) else v for n, v in state.items()}
-    found = {name: (np.shape(value), _dtype_of(value)) for name, value in values.items()}
+    found = {  # keys naming no variable are never looked into
+        name: (np.shape(value), _dtype_of(value)) if name in variables else None
+        for name, value in values.items()
+    }
     problems = mismatches(variables, found, strict=strict, source="state")
     if problems:
         raise JaxvarsValueError(
