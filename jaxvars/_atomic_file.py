@@ -40,7 +40,8 @@ def replace_atomically(
     With ``durable``, the file and the rename are flushed to disk (``fsync``)
     before returning.
     """
-    directory = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(path)  # through a symbolic link, as open() writes: the link stays
+    directory = os.path.dirname(path)
     with _previous_file_released(path):
         fd, temporary = tempfile.mkstemp(prefix=".jaxvars-", suffix=".tmp", dir=directory)
         try:

@@ -54,7 +54,7 @@ def save(path: str | os.PathLike[str], target: Any, *, durable: bool = False) ->
     The file is written beside ``path`` and swapped in, so an interrupted save
     (an exception, a killed process) leaves the previous checkpoint intact.
     The previous checkpoint's disk space is freed on a background thread, after
-    ``save`` returns.
+    ``save`` returns. A symbolic link at ``path`` is followed and kept.
 
     Args:
         path: The checkpoint file (conventionally ``*.safetensors``).

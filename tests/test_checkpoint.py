@@ -302,6 +302,19 @@ def test_a_save_leaves_an_unwritten_previous_checkpoint_alone(path, page_cache):
     assert (after.cache, after.dirty, after.writeback) == (before.cache, before.dirty, 0)
 
 
+def test_saving_through_a_symbolic_link_replaces_its_target_and_keeps_the_link(tmp_path):
+    target, link = tmp_path / "ckpt-100.safetensors", tmp_path / "latest.safetensors"
+    v = jv.Variable([1.0, 2.0], name="v")
+    jv.save(target, [v])
+    link.symlink_to(target.name)
+    v.assign([3.0, 4.0])
+    jv.save(link, [v])
+    assert link.is_symlink()
+    v.assign([0.0, 0.0])
+    jv.restore(target, [v])
+    np.testing.assert_array_equal(v.numpy(), [3.0, 4.0])
+
+
 def test_durable_save_round_trips(path):
     v = jv.Variable([1.0, 2.0], name="v")
     jv.save(path, [v], durable=True)
