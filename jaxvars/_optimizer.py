@@ -192,13 +192,8 @@ def _mask(variable: Variable, new: Any, old: Any) -> Any:
 
 
 def _path_name(path: tuple[Any, ...]) -> str:
-    parts = []
-    for key in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(key, attr):
-                parts.append(str(getattr(key, attr)))
-                break
-    return "/".join(parts)
+    """``"0/mu/layers/0/w"``: the keys, indexes and field names of a state leaf."""
+    return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def _describe(grads: Any) -> str:

@@ -107,7 +107,7 @@ def bump_epoch() -> None:
     EPOCH[0] += 1
 
 
-# The outputs of the latest jv.jit call, as (entry, arrays), until any
+# The outputs of the latest jv.jit call, as (entry token, arrays), until any
 # variable's array is read or written outside a transform (which resets it to
 # None). While it is set, those arrays are the variables' current arrays and
 # nobody else holds them: the next call of that entry passes them straight in
