@@ -5,6 +5,7 @@ from ._checkpoint import restore as restore
 from ._checkpoint import save as save
 from ._config import config as config
 from ._errors import JaxvarsError as JaxvarsError
+from ._jit import jit as jit
 from ._module import Module as Module
 from ._naming import name_scope as name_scope
 from ._optimizer import Optimizer as Optimizer
@@ -21,7 +22,6 @@ from ._store import default_store as default_store
 from ._store import reset_default_store as reset_default_store
 from ._transforms import fori_loop as fori_loop
 from ._transforms import grad as grad
-from ._transforms import jit as jit
 from ._transforms import value_and_grad as value_and_grad
 from ._variable import Variable as Variable
 

@@ -31,6 +31,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ._errors import JaxvarsValueError
+
 
 def replace_atomically(
     path: str | os.PathLike[str], chunks: Iterable[bytes | memoryview], *, durable: bool
@@ -40,11 +42,21 @@ def replace_atomically(
     With ``durable``, the file and the rename are flushed to disk (``fsync``)
     before returning.
     """
+    given = path
     path = os.path.realpath(path)  # through a symbolic link, as open() writes: the link stays
-    directory = os.path.dirname(path)
+    if os.path.isdir(path):  # refused before anything is touched: never swap a directory away
+        raise JaxvarsValueError(
+            f"Cannot save to {os.fspath(given)!r}: it is a directory. Give the path of a "
+            "file inside it, e.g. os.path.join(directory, 'model.safetensors')."
+        )
+    directory, base = os.path.split(path)
+    _remove_abandoned(directory, base)
     with _previous_file_released(path):
-        fd, temporary = tempfile.mkstemp(prefix=".jaxvars-", suffix=".tmp", dir=directory)
+        fd, temporary = tempfile.mkstemp(
+            prefix=f".{base}.", suffix=f".{os.getpid()}{_TEMPORARY}", dir=directory
+        )
         try:
+            os.fchmod(fd, _mode_for(path))
             with os.fdopen(fd, "wb") as f:
                 for chunk in chunks:
                     f.write(chunk)
@@ -61,6 +73,60 @@ def replace_atomically(
             raise
     if durable:
         _fsync_directory(directory)
+
+
+_TEMPORARY = ".jaxvars-tmp"
+
+
+def _mode_for(path: str) -> int:
+    """The permissions ``open(path, "wb")`` would leave: the old file's, else the umask's."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    # Reading the umask means setting it; /proc tells without that race.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_umask_lock = threading.Lock()
+
+
+def _remove_abandoned(directory: str, base: str) -> None:
+    """Delete temporary files that killed saves of ``base`` left (``.base.*.PID.jaxvars-tmp``)."""
+    prefix = f".{base}."
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+        names = [n for n in names if n.endswith(_TEMPORARY)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[: -len(_TEMPORARY)].rsplit(".", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):  # another save may have removed it already
+                os.unlink(os.path.join(directory, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @contextlib.contextmanager

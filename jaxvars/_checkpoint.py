@@ -43,9 +43,12 @@ _DTYPES = {
     "F32": np.dtype(np.float32),
     "F64": np.dtype(np.float64),
     "C64": np.dtype(np.complex64),
+    "F8_E4M3": np.dtype(jnp.float8_e4m3fn),
+    "F8_E5M2": np.dtype(jnp.float8_e5m2),
 }
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 _MAX_HEADER = 100 * 2**20  # a header larger than this is a corrupted length field
+_METADATA = "__metadata__"  # the header's own entry, never a tensor
 
 
 def save(path: str | os.PathLike[str], target: Any, *, durable: bool = False) -> None:
@@ -83,6 +86,12 @@ def save(path: str | os.PathLike[str], target: Any, *, durable: bool = False) ->
     variables = checkpoint_keys(target)
     arrays = {}
     for key, variable in variables.items():
+        if variable.dtype not in _NAMES:
+            raise JaxvarsTypeError(
+                f"jv.save: variable '{variable.name}' has dtype {variable.dtype}, which the "
+                f"checkpoint format cannot hold (it holds {', '.join(map(str, _NAMES))}). "
+                "Save a cast copy in a dict, e.g. {'w': jv.Variable(w.value.astype(jnp.float32))}."
+            )
         value = variable.value
         if not value.is_fully_addressable:
             raise JaxvarsValueError(
@@ -103,7 +112,7 @@ def save(path: str | os.PathLike[str], target: Any, *, durable: bool = False) ->
         }
         checksums[key] = _checksum(array)
         offset += size
-    header["__metadata__"] = {"format": "jaxvars", "sum64": json.dumps(checksums)}
+    header[_METADATA] = {"format": "jaxvars", "sum64": json.dumps(checksums)}
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned, as safetensors does
     data = (_bytes(array) for array in arrays.values())  # views, made as they are written
@@ -132,15 +141,16 @@ def restore(path: str | os.PathLike[str], target: Any, *, strict: bool = True) -
     variables = checkpoint_keys(target)
     with open(path, "rb") as f:
         header, data_start, problems = _read_header(f, os.fstat(f.fileno()).st_size)
-        entries = {k: v for k, v in header.items() if k != "__metadata__"}
+        entries = {k: v for k, v in header.items() if k != _METADATA}
         found = {
             key: (entry["shape"], _DTYPES[entry["dtype"]]) if entry else None  # None: unreadable
             for key, entry in entries.items()
         }
         problems += mismatches(variables, found, strict=strict, source="file")
+        checksums, problem = _checksums(header.get(_METADATA))
+        problems += [problem] if problem else []
         if problems:
             raise _problems(path, problems)
-        checksums = json.loads(header.get("__metadata__", {}).get("sum64", "{}"))
         arrays, sums = {}, {}
         # Summing array i on a second thread while array i + 1 is read hides the checksum.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxvars-checksum") as summer:
@@ -166,6 +176,17 @@ def restore(path: str | os.PathLike[str], target: Any, *, strict: bool = True) -
 
 def checkpoint_keys(target: Any, prefix: str = "") -> dict[str, Variable]:
     """The ``{key: variable}`` a checkpoint of ``target`` holds (see ``jv.save``)."""
+    keyed = _keys_of(target, prefix)
+    if _METADATA in keyed:
+        raise JaxvarsValueError(
+            f"Checkpoint key {_METADATA!r} names variable '{keyed[_METADATA].name}', but the "
+            "file format keeps that key for its own header. Give the variable another key "
+            "(a dict key or name)."
+        )
+    return keyed
+
+
+def _keys_of(target: Any, prefix: str) -> dict[str, Variable]:
     join = (lambda key: f"{prefix}/{key}") if prefix else (lambda key: str(key))
     if isinstance(target, Variable):
         return {prefix or target.name: target}
@@ -178,7 +199,7 @@ def checkpoint_keys(target: Any, prefix: str = "") -> dict[str, Variable]:
     if isinstance(target, Mapping):
         keyed: dict[str, Variable] = {}
         for key, value in target.items():
-            for inner, variable in checkpoint_keys(value, join(key)).items():
+            for inner, variable in _keys_of(value, join(key)).items():
                 if inner in keyed:
                     raise JaxvarsValueError(f"Checkpoint key {inner!r} appears twice.")
                 keyed[inner] = variable
@@ -213,35 +234,74 @@ def _read_header(f: Any, file_size: int) -> tuple[dict[str, Any], int, list[str]
     if length > min(_MAX_HEADER, file_size - 8):
         return {}, 0, ["the header length is impossible: not a checkpoint, or corrupted"]
     try:
-        header = json.loads(f.read(length))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return {}, 0, [f"the header is not valid JSON (corrupted): {e}"]
+        # Constants such as Infinity and NaN are not JSON; refusing them keeps
+        # every number an int or a plain float.
+        header = json.loads(f.read(length), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        return {}, 0, [f"the header is not valid JSON (corrupted): {str(e)[:200]}"]
     if not isinstance(header, dict):
         return {}, 0, ["the header is not a JSON object (corrupted)"]
     data_size = file_size - 8 - length
     problems = []
+    ranges = []
     for key, entry in header.items():
-        if key == "__metadata__":
+        if key == _METADATA:
             continue
         problem = _check_entry(entry, data_size)
         if problem:
             problems.append(f"{key!r}: {problem}")
             header[key] = {}
+        elif entry["data_offsets"][0] != entry["data_offsets"][1]:
+            ranges.append((*entry["data_offsets"], key))
+    ranges.sort()
+    problems += [
+        f"{key!r}: its bytes overlap those of {earlier!r} (corrupted)"
+        for (_, earlier_end, earlier), (begin, _, key) in zip(ranges, ranges[1:], strict=False)
+        if begin < earlier_end
+    ]
     return header, 8 + length, problems
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _check_entry(entry: Any, data_size: int) -> str | None:
-    try:
-        dtype = _DTYPES[entry["dtype"]]
-        shape = [int(d) for d in entry["shape"]]
-        begin, end = (int(x) for x in entry["data_offsets"])
-    except (KeyError, TypeError, ValueError):
+    if not isinstance(entry, dict):
         return "a malformed header entry (corrupted)"
-    if any(d < 0 for d in shape) or end - begin != math.prod(shape) * dtype.itemsize:
+    if entry.get("dtype") not in _DTYPES:
+        return f"dtype {str(entry.get('dtype'))[:40]!r} is not one this version reads"
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if (
+        not isinstance(shape, list)
+        or not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(x) is int for x in (*shape, *offsets))
+    ):
+        return "a malformed header entry (corrupted)"
+    begin, end = offsets
+    itemsize = _DTYPES[entry["dtype"]].itemsize
+    if any(d < 0 for d in shape) or end - begin != math.prod(shape) * itemsize:
         return "its byte range does not match its shape and dtype (corrupted)"
     if begin < 0 or end > data_size:
         return "its data lies beyond the end of the file (truncated)"
     return None
+
+
+def _checksums(metadata: Any) -> tuple[dict[str, int], str | None]:
+    """The per-tensor checksums in the header's metadata, or a problem with them."""
+    if metadata is None:
+        return {}, None  # a safetensors file from another tool: nothing to check
+    bad = "the header's __metadata__ is malformed (corrupted)"
+    if not isinstance(metadata, dict):
+        return {}, bad
+    try:
+        sums = json.loads(metadata.get("sum64", "{}"), parse_constant=_refuse_constant)
+    except (TypeError, ValueError, RecursionError):
+        return {}, bad
+    if not isinstance(sums, dict) or not all(type(x) is int for x in sums.values()):
+        return {}, bad
+    return sums, None
 
 
 def _placed(array: np.ndarray, variable: Variable) -> jax.Array:

@@ -43,3 +43,9 @@ TRACER_ASSIGN = (
     "The assignment would be lost or leak the tracer. Use jv.jit instead of jax.jit, "
     "and jv.fori_loop instead of jax.lax loops, so the assignment is carried out."
 )
+CONCRETE_ASSIGN = (
+    "Cannot {op} to variable '{name}' here: the code runs inside a transform that jaxvars "
+    "does not control (a raw jax.jit, jax.vmap, jax.grad or jax.lax loop), which runs it "
+    "once while tracing and never again, so the assignment would silently be lost on "
+    "later calls. Use jv.jit instead of jax.jit, and jv.fori_loop instead of jax.lax loops."
+)

@@ -6,16 +6,21 @@ import functools
 import html
 import inspect
 import re
+import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import jax
 import numpy as np
+from jax._src import traceback_util
 
 from . import _trace
+from ._errors import JaxvarsValueError
 from ._scope import AUTO_REUSE, VariableScope, current_scope, variable_scope
 from ._store import active_store
 from ._variable import Variable
+
+traceback_util.register_exclusion(__file__)
 
 
 class Module:
@@ -58,10 +63,10 @@ class Module:
             ):
                 setattr(cls, attr, _in_module_scope(value))
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Module:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         # Named before __init__ runs, so variables made in __init__ are scoped.
         module = super().__new__(cls)
-        module._set_name(kwargs.get("name"))
+        module._set_name(_name_argument(cls, args, kwargs))
         return module
 
     def __init__(self, name: str | None = None) -> None:
@@ -76,13 +81,15 @@ class Module:
         self._module_scope = VariableScope(full)
 
     def __setattr__(self, attr: str, value: Any) -> None:
-        if _holds_state(value) or _holds_state(self.__dict__.get(attr)):
-            _trace.bump_epoch()  # compiled code that used this module is stale
-        object.__setattr__(self, attr, _tracked(value))
+        old = self.__dict__.get(attr)
+        if old is not value and (_holds_state(value) or _holds_state(old)):
+            _changed(self, old)  # compiled code that used the module or the old value
+        object.__setattr__(self, attr, _tracked(value, weakref.ref(self)))
 
     def __delattr__(self, attr: str) -> None:
-        if _holds_state(self.__dict__.get(attr)):
-            _trace.bump_epoch()
+        old = self.__dict__.get(attr)
+        if _holds_state(old):
+            _changed(self, old)
         object.__delattr__(self, attr)
 
     @property
@@ -101,8 +108,16 @@ class Module:
         Paths never contain generated names, so two identical models have the
         same paths: these are the checkpoint keys. A variable reachable by two
         paths appears once, under the first.
+
+        Raises:
+            ValueError: two different variables have the same path (an
+                attribute or key containing ``/``, or keys ``1`` and ``"1"``).
         """
-        return dict(_walk(self, set(), set())[0])
+        pairs = _walk(self, set(), set())[0]
+        named = dict(pairs)
+        if len(named) != len(pairs):
+            raise _collision(self, pairs)
+        return named
 
     @property
     def variables(self) -> tuple[Variable, ...]:
@@ -177,6 +192,7 @@ def _in_module_scope(method: Callable[..., Any]) -> Callable[..., Any]:
         scope = self.__dict__.get("_module_scope")
         if scope is None:  # a method called before the module was named
             return method(self, *args, **kwargs)
+        _trace.note_module(self)  # compiled code that runs it depends on its structure
         with variable_scope(scope, reuse=AUTO_REUSE):
             return method(self, *args, **kwargs)
 
@@ -215,40 +231,78 @@ def _walk(
     return variables, modules
 
 
+def _collision(module: Module, pairs: list[tuple[str, Variable]]) -> JaxvarsValueError:
+    first: dict[str, Variable] = {}
+    for path, variable in pairs:
+        if path in first:
+            return JaxvarsValueError(
+                f"Module '{module.name}': variables '{first[path].name}' and "
+                f"'{variable.name}' both have the path {path!r}, so one of them would be "
+                "dropped from .variables, optimisers and checkpoints. Paths join attribute "
+                "names and container keys with '/': rename the attribute or key that "
+                "contains '/' or repeats another as a string (1 and '1')."
+            )
+        first[path] = variable
+    raise AssertionError("no repeated path")  # pragma: no cover - called on a repeat only
+
+
 def _holds_state(value: Any) -> bool:
-    return isinstance(value, (Variable, Module, list, tuple, dict))
+    """Whether ``value`` is, or holds in its containers, a Variable or a Module."""
+    return any(True for _ in _state_objects(value))
+
+
+def _state_objects(value: Any) -> Iterator[Any]:
+    """The Variables and Modules in ``value``, looking into containers, not modules."""
+    if isinstance(value, (Variable, Module)):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _state_objects(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _state_objects(item)
+
+
+def _changed(owner: Module | None, old: Any) -> None:
+    """Evict compiled code that used ``owner`` or what ``old`` held (now replaced)."""
+    if owner is not None:
+        _trace.changed(owner)
+    for obj in _state_objects(old):
+        _trace.changed(obj)
 
 
 class TrackedList(list):
     """A list held by a Module. Changing it in place (``layers.append(...)``)
     makes jv.jit retrace code that used the module, as reassigning would."""
 
-    __slots__ = ()
+    __slots__ = ("_owner",)
+    _owner: weakref.ref
 
 
 class TrackedDict(dict):
     """A dict held by a Module; changing it in place makes jv.jit retrace."""
 
-    __slots__ = ()
+    __slots__ = ("_owner",)
+    _owner: weakref.ref
 
 
-def _bump_on(cls: type, names: str) -> None:
+def _evict_on(cls: type, names: str) -> None:
     for name in names.split():
         base = getattr(cls.__mro__[1], name)
 
         def mutate(self: Any, *args: Any, _base: Any = base, **kwargs: Any) -> Any:
-            _trace.bump_epoch()
+            _changed(self._owner(), self)
             return _base(self, *args, **kwargs)
 
         mutate.__name__ = name
         setattr(cls, name, mutate)
 
 
-_bump_on(
+_evict_on(
     TrackedList,
     "append extend insert pop remove clear sort reverse __setitem__ __delitem__ __iadd__ __imul__",
 )
-_bump_on(TrackedDict, "__setitem__ __delitem__ pop popitem clear update setdefault __ior__")
+_evict_on(TrackedDict, "__setitem__ __delitem__ pop popitem clear update setdefault __ior__")
 # JAX sees them exactly as it sees lists and dicts (and rebuilds plain ones).
 jax.tree_util.register_pytree_node(
     TrackedList,
@@ -263,15 +317,39 @@ jax.tree_util.register_pytree_with_keys(
 )
 
 
-def _tracked(value: Any) -> Any:
+def _tracked(value: Any, owner: weakref.ref) -> Any:
     """Lists and dicts (also nested, and inside plain tuples) as tracked copies."""
+    tracked: TrackedList | TrackedDict
     if type(value) is list or type(value) is TrackedList:
-        return TrackedList(_tracked(x) for x in value)
-    if type(value) is dict or type(value) is TrackedDict:
-        return TrackedDict((k, _tracked(v)) for k, v in value.items())
-    if type(value) is tuple:
-        return tuple(_tracked(x) for x in value)
-    return value
+        tracked = TrackedList(_tracked(x, owner) for x in value)
+    elif type(value) is dict or type(value) is TrackedDict:
+        tracked = TrackedDict((k, _tracked(v, owner)) for k, v in value.items())
+    elif type(value) is tuple:
+        return tuple(_tracked(x, owner) for x in value)
+    else:
+        return value
+    tracked._owner = owner
+    return tracked
+
+
+def _name_argument(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The ``name`` a subclass's ``__init__`` receives, by keyword or by position."""
+    signature = _init_signature(cls)
+    if signature is None or "name" not in signature.parameters:
+        return kwargs.get("name")
+    try:
+        bound = signature.bind_partial(None, *args, **kwargs)  # None stands for self
+    except TypeError:  # __init__ will report the bad call itself
+        return kwargs.get("name")
+    return bound.arguments.get("name")
+
+
+@functools.cache
+def _init_signature(cls: type) -> inspect.Signature | None:
+    try:
+        return inspect.signature(cls.__init__)
+    except (TypeError, ValueError):  # a builtin or C-level __init__
+        return None
 
 
 def _snake_case(name: str) -> str:

@@ -138,7 +138,7 @@ class Optimizer:
 
     def _gradients_by_key(self, grads: Any) -> dict[str, Any]:
         keys = {id(v): key for key, v in self.variables.items()}
-        if isinstance(grads, Iterator):
+        if isinstance(grads, Iterator) or _is_pairs(grads):
             return {self._key_of(v, keys): g for g, v in grads}
         target = self._target
         if isinstance(target, Variable):
@@ -166,6 +166,18 @@ class Optimizer:
                 f"Got a gradient for '{name}', which this optimiser does not update."
             )
         return keys[id(variable)]
+
+
+def _is_pairs(grads: Any) -> bool:
+    """Whether ``grads`` is a list or tuple of ``(gradient, variable)`` pairs."""
+    return (
+        isinstance(grads, (list, tuple))
+        and len(grads) > 0
+        and all(
+            isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[1], Variable)
+            for pair in grads
+        )
+    )
 
 
 def _keyed_variables(target: Any) -> dict[str, Variable]:

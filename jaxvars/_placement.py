@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
 from ._config import config
@@ -87,6 +88,16 @@ def resolve_sharding(device: Any, sharding: Any) -> Sharding | None:
     if device is not None:
         return SingleDeviceSharding(resolve_device(device))
     return None
+
+
+def replicated_on(sharding: Sharding) -> Sharding:
+    """A sharding holding a whole copy on each of ``sharding``'s devices."""
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, PartitionSpec())
+    devices = sorted(sharding.device_set, key=lambda d: d.id)
+    if len(devices) == 1:
+        return SingleDeviceSharding(devices[0])
+    return NamedSharding(Mesh(np.array(devices), ("devices",)), PartitionSpec())
 
 
 def describe(device: Device) -> str:

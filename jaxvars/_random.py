@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
-import threading
+import contextvars
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from . import _trace
 from ._variable import Variable
 
-# Raw uint32 key data (not a typed key) so the state is an ordinary numeric
-# variable that assign, checkpoints and jv.jit handle like any other. It lives in
-# no store: clearing a store must not reset randomness, and stores list only
-# the user's variables.
-_state = Variable(jax.random.PRNGKey(0), name="jaxvars/random_state", trainable=False)
-_draw_lock = threading.Lock()
+_state: list[Variable] = []
+
+
+def _stream() -> Variable:
+    """The stream's state variable, made on first use (an array made at import time
+    would start JAX's backend before the user could configure it).
+
+    Raw uint32 key data (not a typed key), so the state is an ordinary numeric
+    variable that assign, checkpoints and jv.jit handle like any other. It
+    lives in no store: clearing a store must not reset randomness, and stores
+    list only the user's variables.
+    """
+    if not _state:
+        with _trace.STATE_LOCK:
+            if not _state:
+                # An empty context: no scope prefix, jv.device, sharding rules or
+                # open frame applies to it, wherever the first draw happens.
+                _state.append(contextvars.Context().run(_new_state))
+    return _state[0]
+
+
+def _new_state() -> Variable:
+    with jax.ensure_compile_time_eval():  # concrete, even if the first draw is traced
+        return Variable(jax.random.PRNGKey(0), name="jaxvars/random_state", trainable=False)
 
 
 def set_seed(seed: int) -> None:
@@ -28,7 +47,7 @@ def set_seed(seed: int) -> None:
         >>> bool((a == b).all())
         True
     """
-    _state.assign(jax.random.PRNGKey(seed))
+    _stream().assign(jax.random.PRNGKey(seed))
 
 
 def next_key() -> jax.Array:
@@ -39,9 +58,10 @@ def next_key() -> jax.Array:
         >>> jv.random.next_key().shape
         (2,)
     """
-    with _draw_lock:  # two threads must never draw the same key
-        state, key = jax.random.split(_state.value)
-        _state.assign(state)
+    state = _stream()
+    with _trace.STATE_LOCK:  # two threads (or a thread and a jv.jit step) never draw one key
+        state_value, key = jax.random.split(state.value)
+        state.assign(state_value)
     return key
 
 

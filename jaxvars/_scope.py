@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import operator
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -234,6 +235,11 @@ def _create(
                 f"get_variable('{full}'): shape is required with an initializer function."
             )
         value = initializer(_random.next_key(), shape, dtype)
+        if tuple(np.shape(value)) != shape:
+            raise JaxvarsValueError(
+                f"get_variable('{full}'): the initializer returned a value of shape "
+                f"{tuple(np.shape(value))}, but shape {shape} was asked for."
+            )
     else:
         array, _ = _dtypes.to_array(initializer, name=full)
         if shape is not None and tuple(array.shape) != shape:
@@ -247,8 +253,12 @@ def _create(
 
 
 def _check_shape(full: str, shape: Any) -> tuple[int, ...]:
+    # operator.index takes ints of any kind (NumPy's too) and refuses what int()
+    # would silently convert: 2.5 (truncated to 2), "2", True.
     try:
-        checked = tuple(int(d) for d in shape)
+        if isinstance(shape, (str, bytes)) or any(isinstance(d, bool) for d in shape):
+            raise TypeError
+        checked = tuple(operator.index(d) for d in shape)
     except TypeError:
         raise JaxvarsTypeError(
             f"get_variable('{full}'): shape must be a sequence of ints, got {shape!r}."

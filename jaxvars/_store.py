@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import _dtypes
+from . import _dtypes, _trace
 from ._errors import JaxvarsValueError
 from ._variable import Variable
 
@@ -52,7 +52,7 @@ class Store(Mapping[str, Variable]):
             raise KeyError(f"No variable named {name!r} in this store.") from None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._variables))
+        return iter(self._items())
 
     def __len__(self) -> int:
         return len(self._variables)
@@ -67,15 +67,20 @@ class Store(Mapping[str, Variable]):
 
     def variables(self) -> tuple[Variable, ...]:
         """All variables, in creation order."""
-        return tuple(self._variables.values())
+        return tuple(self._items().values())
 
     def trainable_variables(self) -> tuple[Variable, ...]:
         """Variables whose ``trainable`` is not False (masked variables count)."""
-        return tuple(v for v in self._variables.values() if v.trainable is not False)
+        return tuple(v for v in self._items().values() if v.trainable is not False)
 
     def state(self) -> dict[str, jax.Array]:
         """A ``{name: array}`` snapshot of every variable's current value."""
-        return {name: v.value for name, v in self._variables.items()}
+        return {name: v.value for name, v in self._items().items()}
+
+    def _items(self) -> dict[str, Variable]:
+        # A copy taken under the lock: another thread may be creating variables.
+        with self._lock:
+            return dict(self._variables)
 
     def load_state(self, state: Mapping[str, Any], *, strict: bool = True) -> None:
         """Assign every variable from ``state``, after checking all of it.
@@ -87,10 +92,11 @@ class Store(Mapping[str, Variable]):
         Raises:
             ValueError: listing every problem found.
         """
-        values = check_state(dict(self._variables), state, strict=strict, what="load_state")
-        with self._lock:
+        variables = self._items()
+        values = check_state(variables, state, strict=strict, what="load_state")
+        with _trace.STATE_LOCK:  # one atomic update, as a jv.jit step is
             for name, value in values.items():
-                self._variables[name].assign(value)
+                variables[name].assign(value)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -219,12 +225,13 @@ def reset_default_store() -> None:
 
 
 def _flatten(store: Store) -> tuple[list[Variable], tuple[str, ...]]:
-    return list(store._variables.values()), tuple(store._variables)
+    items = store._items()
+    return list(items.values()), tuple(items)
 
 
 def _flatten_with_keys(store: Store) -> tuple[list[tuple[Any, Variable]], tuple[str, ...]]:
-    items = store._variables.items()
-    return [(jax.tree_util.DictKey(k), v) for k, v in items], tuple(store._variables)
+    items = store._items()
+    return [(jax.tree_util.DictKey(k), v) for k, v in items.items()], tuple(items)
 
 
 def _unflatten(names: tuple[str, ...], children: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Frames: where variables read and write while jv.jit, jv.grad or jv.fori_loop trace.
+"""Frames, the state lock and dependents: what every transform shares about variables.
 
 Outside any transform a variable reads and writes its own array. Inside one,
 a frame stands between: it holds the traced value of each variable it owns,
@@ -6,20 +6,31 @@ records every assignment instead of applying it, and (for jit and loop frames)
 notes each variable the function touches that it did not know about, so the
 transform can make it an input. Frames nest (a grad inside a loop inside a
 jit); a read walks outwards until some frame knows the variable.
+
+Two process-wide mechanisms live here too:
+
+- ``STATE_LOCK`` makes each eager read, each eager assignment and each call of
+  compiled code atomic with respect to the others, so a buffer that jv.jit
+  donates is never one that another thread is about to be handed;
+- dependents: compiled code registers itself on the variables and modules it
+  depends on, and a change to one of them (a ``trainable`` flag, a module's
+  attribute) evicts only that code.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
+import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jax
 from jax.core import Tracer
 from jax.extend.core import get_opaque_trace_state
 
-from ._errors import TRACER_ASSIGN, JaxvarsTypeError
+from ._errors import CONCRETE_ASSIGN, TRACER_ASSIGN, JaxvarsTypeError
 
 if TYPE_CHECKING:
     from ._variable import Variable
@@ -27,6 +38,23 @@ if TYPE_CHECKING:
 current: contextvars.ContextVar[Frame | None] = contextvars.ContextVar(
     "jaxvars_frame", default=None
 )
+
+# Reentrant: an assignment made while compiled code is being traced (a random
+# draw in an initializer, say) happens in the thread that holds it.
+STATE_LOCK = threading.RLock()
+
+# The trace state outside every JAX transform (JAX's evaluation trace is one
+# object for all threads). Reading it starts no backend.
+_TOP_LEVEL = get_opaque_trace_state()
+
+
+# True inside outside(): code jaxvars itself runs eagerly in the middle of a trace.
+_eager: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxvars_eager", default=False)
+
+
+def at_top_level() -> bool:
+    """Whether code runs eagerly: no JAX transform is tracing it, or it is in ``outside()``."""
+    return _eager.get() or get_opaque_trace_state() == _TOP_LEVEL
 
 
 class Frame:
@@ -37,17 +65,28 @@ class Frame:
         assigned: Variables assigned in this frame, in order (a dict as ordered set).
         discovered: Variables read or assigned that were not given to the frame.
         created: Variables created while the frame (or one inside it) was open.
+        modules: Modules whose methods ran in the frame (what compiled code depends on).
         records: Whether unknown variables are recorded (jit and loop frames);
             a grad frame lets them through to its parent.
     """
 
-    __slots__ = ("values", "assigned", "discovered", "created", "records", "parent", "trace")
+    __slots__ = (
+        "values",
+        "assigned",
+        "discovered",
+        "created",
+        "modules",
+        "records",
+        "parent",
+        "trace",
+    )
 
     def __init__(self, values: dict[Variable, Any], *, records: bool) -> None:
         self.values = values
         self.assigned: dict[Variable, None] = {}
         self.discovered: dict[Variable, None] = {}
         self.created: list[Variable] = []
+        self.modules: dict[Any, None] = {}
         self.records = records
         self.parent = current.get()
         self.trace = get_opaque_trace_state()
@@ -62,24 +101,26 @@ class Frame:
                 # Unknown to this jit/loop: take the value from outside (a
                 # constant, or an outer frame's tracer) and remember it, so the
                 # transform can retrace with the variable as an input.
-                value = frame.parent.read(variable) if frame.parent else _concrete(variable)
+                value = frame.parent.read(variable) if frame.parent else concrete(variable)
                 frame.values[variable] = value
                 frame.discovered[variable] = None
                 return value
             frame = frame.parent
-        return _concrete(variable)
+        return concrete(variable)
 
     def write(self, variable: Variable, value: Any) -> None:
-        if isinstance(value, Tracer) and not self._owns_current_trace():
-            raise JaxvarsTypeError(TRACER_ASSIGN.format(op="assign", name=variable.name))
+        if not self._owns_current_trace():
+            # Inside a raw jax.jit/vmap/lax body nested in this transform: a
+            # tracer would leak, and a concrete value would be assigned once,
+            # when that body is traced, and silently never again.
+            message = TRACER_ASSIGN if isinstance(value, Tracer) else CONCRETE_ASSIGN
+            raise JaxvarsTypeError(message.format(op="assign", name=variable.name))
         if variable not in self.values and self.records:
             self.discovered[variable] = None
         self.values[variable] = value
         self.assigned[variable] = None
 
     def _owns_current_trace(self) -> bool:
-        # An assignment from inside a raw jax.jit/vmap/lax body nested in this
-        # transform would leak that body's tracer: only our own traces may write.
         state = get_opaque_trace_state()
         frame: Frame | None = self
         while frame is not None:
@@ -92,19 +133,11 @@ class Frame:
 _MISSING = object()
 
 
-def _concrete(variable: Variable) -> Any:
+def concrete(variable: Variable) -> Any:
     """The variable's own array, handed to traced code (which may capture it)."""
-    LAST[0] = None  # so jv.jit checks before donating it
-    return variable._array
-
-
-# Bumped whenever something that compiled code depends on changes outside any
-# trace (a trainable flag, a module's variables): jv.jit then retraces.
-EPOCH = [0]
-
-
-def bump_epoch() -> None:
-    EPOCH[0] += 1
+    with STATE_LOCK:
+        LAST[0] = None  # so jv.jit checks before donating it
+        return variable._array
 
 
 # The outputs of the latest jv.jit call, as (entry token, arrays), until any
@@ -127,6 +160,7 @@ def frame(values: dict[Variable, Any], *, records: bool) -> Iterator[Frame]:
         current.reset(token)
         if opened.parent is not None:
             opened.parent.created.extend(opened.created)
+            opened.parent.modules.update(opened.modules)
 
 
 def note_created(variable: Variable) -> None:
@@ -134,6 +168,13 @@ def note_created(variable: Variable) -> None:
     frame = current.get()
     if frame is not None:
         frame.created.append(variable)
+
+
+def note_module(module: Any) -> None:
+    """Tell the open frame, if any, that a method of ``module`` ran inside it."""
+    frame = current.get()
+    if frame is not None:
+        frame.modules[module] = None
 
 
 @contextlib.contextmanager
@@ -148,9 +189,62 @@ def outside() -> Iterator[None]:
         # down (it runs them primitive by primitive, with full-size temporaries).
         yield
         return
-    token = current.set(None)
+    token, eager = current.set(None), _eager.set(True)
     try:
         with jax.ensure_compile_time_eval():
             yield
     finally:
+        _eager.reset(eager)
         current.reset(token)
+
+
+# -- dependents: which compiled code a change makes stale ------------------------------
+
+
+class Dependent(Protocol):
+    def evict(self) -> None: ...
+
+
+# {id(variable or module): (weak reference to it, the compiled entries that depend
+# on it)}. Keyed by id, not by the object: Variables compare elementwise, so a
+# WeakKeyDictionary could not tell two of them apart.
+_dependents: dict[int, tuple[weakref.ref, weakref.WeakSet[Any]]] = {}
+_dependents_lock = threading.Lock()
+
+
+def depend(entry: Dependent, objects: list[Any]) -> None:
+    """Register ``entry`` to be evicted when any of ``objects`` changes."""
+    with _dependents_lock:
+        for obj in objects:
+            key = id(obj)
+            slot = _dependents.get(key)
+            if slot is None or slot[0]() is not obj:
+                slot = _dependents[key] = (weakref.ref(obj, _forget(key)), weakref.WeakSet())
+            slot[1].add(entry)
+
+
+def _forget(key: int) -> Any:
+    def forget(ref: weakref.ref) -> None:
+        with _dependents_lock:
+            slot = _dependents.get(key)
+            if slot is not None and slot[0] is ref:
+                del _dependents[key]
+
+    return forget
+
+
+def changed(obj: Any) -> None:
+    """``obj`` changed in a way compiled code depends on: evict that code.
+
+    Changes made while a jaxvars transform traces (a module building itself on
+    its first call) are part of what is being compiled, and evict nothing.
+    """
+    if current.get() is not None:
+        return
+    with _dependents_lock:
+        slot = _dependents.get(id(obj))
+        if slot is None or slot[0]() is not obj:
+            return
+        del _dependents[id(obj)]
+    for entry in list(slot[1]):
+        entry.evict()

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import operator
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax._src import traceback_util
+from jax._src.array import ArrayImpl
 from jax.core import Tracer
 from jax.sharding import Sharding
 
 from . import _dtypes, _naming, _placement, _trace
 from ._errors import (
+    CONCRETE_ASSIGN,
     SHAPE_MISMATCH,
     TRACER_ASSIGN,
     JaxvarsTypeError,
@@ -22,11 +24,15 @@ from ._errors import (
 )
 from ._placement import Device
 
+traceback_util.register_exclusion(__file__)
+
 # The concrete array class: an exact type check on the hot path is cheaper than
-# isinstance(x, jax.Array), which goes through the ABC machinery.
-_ArrayImpl = type(jnp.zeros(()))
+# isinstance(x, jax.Array), which goes through the ABC machinery. Imported, not
+# made with type(jnp.zeros(())): an array at import time would start the backend.
+_ArrayImpl = ArrayImpl
 _current_frame = _trace.current.get
 _LAST = _trace.LAST
+_LOCK = _trace.STATE_LOCK
 
 
 class Variable:
@@ -63,7 +69,7 @@ class Variable:
         [4.0, 6.0]
     """
 
-    __slots__ = ("_array", "_name", "_trainable", "_sharding", "_lock", "__weakref__")
+    __slots__ = ("_array", "_name", "_trainable", "_sharding", "__weakref__")
     # NumPy defers to our reflected operators instead of converting us.
     __array_priority__ = 100
 
@@ -71,7 +77,6 @@ class Variable:
     _name: str
     _trainable: bool | jax.Array
     _sharding: Sharding | None
-    _lock: threading.Lock
 
     def __init__(
         self,
@@ -96,7 +101,6 @@ class Variable:
             self._array = _initial_array(initial_value, name, dtype, self._sharding)
         # Not the setter: a new variable is in no compiled code, so nothing retraces.
         self._trainable = self._checked_trainable(trainable)
-        self._lock = threading.Lock()
         _placement.log_creation(name, self._array)
         _trace.note_created(self)
 
@@ -108,8 +112,9 @@ class Variable:
         # supplies the traced value.
         frame = _current_frame()
         if frame is None:
-            _LAST[0] = None  # the array may now be held outside jaxvars
-            return self._array
+            with _LOCK:  # never a buffer that a jv.jit step in another thread donates
+                _LAST[0] = None  # the array may now be held outside jaxvars
+                return self._array
         return frame.read(self)
 
     @property
@@ -169,7 +174,7 @@ class Variable:
     @trainable.setter
     def trainable(self, trainable: Any) -> None:
         self._trainable = self._checked_trainable(trainable)
-        _trace.bump_epoch()  # gradients compiled with the old setting are stale
+        _trace.changed(self)  # gradients compiled with the old setting are stale
 
     def _checked_trainable(self, trainable: Any) -> bool | jax.Array:
         if isinstance(trainable, (bool, np.bool_)):
@@ -205,8 +210,7 @@ class Variable:
         if tuple(array.shape) != self.shape:
             raise self._shape_error("assign", array.shape)
         new = _dtypes.cast(array, weak, self.dtype, name=self._name, op="assign")
-        with self._lock:
-            self._write(new)
+        self._write(new)
         return self
 
     def assign_add(self, delta: Any) -> Variable:
@@ -220,8 +224,8 @@ class Variable:
     def __setitem__(self, index: Any, value: Any) -> None:
         """``v[index] = value`` rebinds with ``value.at[index].set(x)``, same rules as assign."""
         array, weak = _dtypes.to_array(_unwrap(value), name=self._name)
-        part = _dtypes.cast(array, weak, self.dtype, name=self._name, op="assign")
-        with self._lock:
+        part = self._aligned(_dtypes.cast(array, weak, self.dtype, name=self._name, op="assign"))
+        with _LOCK:
             try:
                 new = self._value.at[index].set(part)
             except (TypeError, ValueError, IndexError) as e:
@@ -242,7 +246,9 @@ class Variable:
                 array, weak = _dtypes.to_array(delta, name=self._name)
                 dtype = self.dtype if weak else _dtypes.infer_dtype(array)
                 delta = _dtypes.cast(array, weak, dtype, name=self._name, op=what)
-        with self._lock:
+        if self._sharding is not None:
+            delta = self._aligned(delta)
+        with _LOCK:
             frame = _current_frame()
             old = self._array if frame is None else frame.read(self)
             before = old.aval
@@ -272,11 +278,35 @@ class Variable:
             return
         if type(new) is not _ArrayImpl and isinstance(new, Tracer):
             raise JaxvarsTypeError(TRACER_ASSIGN.format(op="assign", name=self._name))
+        if not _trace.at_top_level():
+            # A concrete array assigned inside a raw jax.jit body: it would be
+            # assigned once, while tracing, and never on later calls.
+            raise JaxvarsTypeError(CONCRETE_ASSIGN.format(op="assign", name=self._name))
         if self._sharding is not None:
-            self._array = _place(new, self._sharding, self._name)
-        else:
-            self._array = _uncommitted(new) if new.committed else new
-        _LAST[0] = None
+            new = _place(new, self._sharding, self._name)
+        elif new.committed:
+            new = _uncommitted(new)
+        with _LOCK:
+            self._array = new
+            _LAST[0] = None
+
+    def _aligned(self, operand: Any) -> Any:
+        """``operand`` moved to this variable's devices if it is committed elsewhere.
+
+        An assignment takes the variable's placement, wherever its value lived;
+        for ``assign_add`` and ``v[i] = x`` the operand must first meet the value.
+        """
+        sharding = self._sharding
+        if (
+            sharding is None
+            or type(operand) is not _ArrayImpl
+            or not operand.committed
+            or operand.sharding == sharding
+        ):
+            return operand
+        if operand.shape != self.shape:  # a broadcast operand: a copy on each device
+            sharding = _placement.replicated_on(sharding)
+        return jax.device_put(operand, sharding)
 
     def _shape_error(self, op: str, value_shape: tuple[int, ...]) -> JaxvarsValueError:
         return JaxvarsValueError(
@@ -475,6 +505,20 @@ def _operators() -> None:
         setattr(Variable, f"__{name}__", binary(getattr(operator, name))[0])
     for name in "neg pos abs invert".split():
         setattr(Variable, f"__{name}__", unary(getattr(operator, name)))
+
+    def in_place(op: Callable[[Any, Any], Any], symbol: str) -> Callable:
+        # `v += d` assigns, like a NumPy array, and leaves `v` the same Variable.
+        def apply(self: Variable, other: Any) -> Variable:
+            return self._update(op, other, f"assign ({symbol}=)")
+
+        return apply
+
+    symbols = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%"}
+    symbols |= {"pow": "**", "and": "&", "or": "|", "xor": "^", "lshift": "<<", "rshift": ">>"}
+    for name, symbol in symbols.items():
+        setattr(Variable, f"__i{name}__", in_place(arithmetic[name], symbol))
+    # The result of a matrix product may have another shape: assign checks it.
+    Variable.__imatmul__ = lambda self, other: self.assign(self._value @ _unwrap(other))
 
 
 _operators()

@@ -41,8 +41,9 @@ def pytest_approx(value, tolerance):
 
 
 def test_the_stream_state_is_a_non_trainable_variable():
-    from jaxvars._random import _state
+    from jaxvars._random import _stream
 
+    _state = _stream()
     assert isinstance(_state, jv.Variable) and _state.trainable is False
     before = _state.value
     jv.random.next_key()

@@ -1,0 +1,124 @@
+"""The lifting path every jaxvars transform shares: snapshot, run pure, collect, apply.
+
+A transform turns a function that reads and assigns variables into a pure
+function of their values, which a JAX transform can take:
+
+1. **snapshot** the values of the variables the function touches, read
+   through the enclosing frame (tracers inside an outer transform, arrays
+   outside);
+2. **run pure**: call the function in a fresh frame that owns those values,
+   so its reads see them and its assignments are recorded, not applied;
+3. **collect** the recorded new values, in a fixed order, as outputs;
+4. **apply** them once the JAX transform has returned: to the enclosing
+   frame if one is open, else to the variables themselves.
+
+A Variable in the function's result is marked on the way out
+(``mark_returned``) and swapped back in after the JAX transform
+(``restore_returned``), so the caller gets the Variable object itself,
+holding its new value after step 4, never a value frozen at trace time.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from . import _trace
+from ._variable import Variable
+
+
+def snapshot(variables: Sequence[Variable]) -> list[Any]:
+    """The variables' current values, as the enclosing frame (if any) sees them."""
+    return [v._value for v in variables]
+
+
+def run_pure(
+    fn: Callable[..., Any],
+    variables: Sequence[Variable],
+    values: Sequence[Any],
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    records: bool,
+) -> tuple[Any, _trace.Frame]:
+    """Call ``fn`` with ``variables`` bound to ``values``; returns (result, frame).
+
+    The frame holds what ``fn`` assigned (``frame.assigned``) and, with
+    ``records``, the variables it touched that were not given
+    (``frame.discovered``).
+    """
+    with _trace.frame(dict(zip(variables, values, strict=True)), records=records) as frame:
+        out = fn(*args, **(kwargs or {}))
+    return out, frame
+
+
+def collect(frame: _trace.Frame, variables: Sequence[Variable]) -> list[Any]:
+    """The values ``variables`` hold at the end of ``frame``, in order."""
+    values = frame.values
+    return [values[v] for v in variables]
+
+
+def apply(variables: Sequence[Variable], values: Sequence[Any]) -> None:
+    """Write transform outputs back: into the open frame, or into the variables."""
+    for variable, value in zip(variables, values, strict=True):
+        variable._write(value)
+
+
+class _Returned:
+    """A Variable in a transform's result: a pytree node with no leaves.
+
+    It stays a marker through the JAX transform (a node rebuilt as a Variable,
+    itself a pytree with a leaf, would break JAX's output bookkeeping), and
+    ``restore_returned`` swaps it for the Variable afterwards. The reference is
+    weak, so JAX caches that keep the output structure never keep the
+    variable alive.
+    """
+
+    __slots__ = ("ref",)
+
+    def __init__(self, variable: Variable) -> None:
+        self.ref = weakref.ref(variable)
+
+    def __eq__(self, other: object) -> bool:  # output structures compare by variable
+        return isinstance(other, _Returned) and self.ref() is other.ref()
+
+    def __hash__(self) -> int:
+        return id(self.ref())
+
+
+jax.tree_util.register_pytree_node(
+    _Returned,
+    lambda marked: ((), marked),
+    lambda marked, _: marked,  # pyright: ignore[reportArgumentType]  # leafless, on purpose
+)
+
+
+def _is_variable(x: Any) -> bool:
+    return isinstance(x, Variable)
+
+
+def _is_marker(x: Any) -> bool:
+    return isinstance(x, _Returned)
+
+
+def mark_returned(out: Any, found: list[bool] | None = None) -> Any:
+    """``out`` with each Variable replaced by a marker; ``found[0]`` is set if any was."""
+
+    def mark(x: Any) -> Any:
+        if not isinstance(x, Variable):
+            return x
+        if found is not None:
+            found[0] = True
+        return _Returned(x)
+
+    return jax.tree_util.tree_map(mark, out, is_leaf=_is_variable)
+
+
+def restore_returned(out: Any) -> Any:
+    """``out`` with each marker replaced by its Variable, as the function returned it."""
+    return jax.tree_util.tree_map(
+        lambda x: x.ref() if isinstance(x, _Returned) else x, out, is_leaf=_is_marker
+    )
