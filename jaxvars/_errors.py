@@ -1,5 +1,14 @@
 """The error types of jaxvars and the long messages they carry."""
 
+import os
+
+from jax._src import traceback_util
+
+# Every module of the package imports this one: JAX's traceback filtering then
+# hides jaxvars' frames, as it hides its own, so users' tracebacks end in
+# their own code.
+traceback_util.register_exclusion(os.path.dirname(os.path.abspath(__file__)))
+
 
 class JaxvarsError(Exception):
     """Base class of every error jaxvars raises on purpose.

@@ -12,15 +12,12 @@ from typing import Any, Self
 
 import jax
 import numpy as np
-from jax._src import traceback_util
 
 from . import _trace
 from ._errors import JaxvarsValueError
 from ._scope import AUTO_REUSE, VariableScope, current_scope, variable_scope
 from ._store import active_store
 from ._variable import Variable
-
-traceback_util.register_exclusion(__file__)
 
 
 class Module:

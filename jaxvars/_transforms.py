@@ -22,8 +22,6 @@ from ._jit import jit
 from ._module import Module
 from ._variable import Variable
 
-traceback_util.register_exclusion(__file__)
-
 _current_frame = _trace.current.get
 
 
@@ -124,6 +122,7 @@ def grad(fn: Callable[..., Any], wrt: Any, *, has_aux: bool = False) -> Callable
         Array([2., 4.], dtype=float32)
     """
 
+    @traceback_util.api_boundary
     @functools.wraps(fn)
     def gradient(*args: Any, **kwargs: Any) -> Any:
         _, aux, grads = _value_and_grad_impl(fn, wrt, has_aux, args, kwargs)
@@ -146,6 +145,7 @@ def value_and_grad(
         (9.0, 6.0)
     """
 
+    @traceback_util.api_boundary
     @functools.wraps(fn)
     def both(*args: Any, **kwargs: Any) -> Any:
         value, aux, grads = _value_and_grad_impl(fn, wrt, has_aux, args, kwargs)
@@ -154,6 +154,7 @@ def value_and_grad(
     return both
 
 
+@traceback_util.api_boundary
 def fori_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], init_val: Any = None) -> Any:
     """``jax.lax.fori_loop`` whose ``body(i, carry) -> carry`` may read and assign variables.
 

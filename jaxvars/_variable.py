@@ -9,7 +9,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax._src import traceback_util
 from jax._src.array import ArrayImpl
 from jax.core import Tracer
 from jax.sharding import Sharding
@@ -23,8 +22,6 @@ from ._errors import (
     JaxvarsValueError,
 )
 from ._placement import Device
-
-traceback_util.register_exclusion(__file__)
 
 # The concrete array class: an exact type check on the hot path is cheaper than
 # isinstance(x, jax.Array), which goes through the ABC machinery. Imported, not

@@ -195,7 +195,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(path, monkeypatch, 
     with pytest.raises(OSError, match="disk full"):
         jv.save(path, [v])
     monkeypatch.setattr(jv._checkpoint, "_bytes", real)
-    assert [p for p in os.listdir(os.path.dirname(path)) if p.endswith(".tmp")] == []
+    assert os.listdir(os.path.dirname(path)) == ["ckpt.safetensors"]
     jv.restore(path, [v])
     np.testing.assert_array_equal(v.numpy(), [9, 9, 9, 9])
 
@@ -225,6 +225,10 @@ def test_a_killed_save_leaves_the_previous_checkpoint_intact(path):
     assert result.returncode == -9, result.stderr
     jv.restore(path, [v])
     np.testing.assert_array_equal(v.numpy(), [0, 1, 2, 3])
+    directory = os.path.dirname(path)
+    assert len(os.listdir(directory)) == 2  # the killed save's temporary file
+    jv.save(path, [v])  # the next save removes it
+    assert os.listdir(directory) == ["ckpt.safetensors"]
 
 
 def join_background_frees():
@@ -333,3 +337,103 @@ def test_restoring_sharded_variables_keeps_their_shardings(path):
     assert v.sharding == sharding
     assert {s.device for s in v.value.addressable_shards} == set(jax.devices())
     np.testing.assert_array_equal(v.numpy(), np.arange(32).reshape(8, 4))
+
+
+# -- refusals and crafted files (issue: trust) -----------------------------------------------
+
+
+@pytest.mark.parametrize("through_link", [False, True], ids=["directory", "link-to-directory"])
+def test_saving_onto_a_directory_is_refused_before_touching_anything(tmp_path, through_link):
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    (directory / "keep.txt").write_text("mine")
+    target = directory
+    if through_link:
+        target = tmp_path / "link"
+        target.symlink_to(directory)
+    with pytest.raises(ValueError, match="is a directory") as e:
+        jv.save(str(target), [jv.Variable(1.0, name="v")])
+    assert isinstance(e.value, jv.JaxvarsError)
+    assert sorted(os.listdir(tmp_path)) == sorted(["checkpoints"] + ["link"] * through_link)
+    assert os.listdir(directory) == ["keep.txt"] and directory.is_dir()
+
+
+def test_a_key_named_like_the_header_metadata_is_refused(path):
+    v = jv.Variable(1.0, name="v")
+    for target in ({"__metadata__": v}, [jv.Variable(1.0, name="__metadata__")]):
+        with pytest.raises(ValueError, match="'__metadata__'.*keeps that key") as e:
+            jv.save(path, target)
+        assert isinstance(e.value, jv.JaxvarsError)
+        with pytest.raises(ValueError, match="'__metadata__'"):
+            jv.restore(path, target)
+    assert not os.path.exists(path)
+
+
+def write_header(path, header, data=b""):
+    encoded = header.encode() if isinstance(header, str) else json.dumps(header).encode()
+    overwrite(path, struct.pack("<Q", len(encoded)) + encoded + data)
+
+
+def entry(dtype="F32", shape=(2,), offsets=(0, 8)):
+    return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
+
+
+CRAFTED = {
+    "metadata-not-a-dict": ({"v": entry(), "__metadata__": [1]}, "__metadata__ is malformed"),
+    "garbage-checksums": (
+        {"v": entry(), "__metadata__": {"sum64": "not json"}},
+        "__metadata__ is malformed",
+    ),
+    "checksum-not-int": (
+        {"v": entry(), "__metadata__": {"sum64": '{"v": "x"}'}},
+        "__metadata__ is malformed",
+    ),
+    "infinity-in-shape": (
+        '{"v": {"dtype": "F32", "shape": [Infinity], "data_offsets": [0, 8]}}',
+        "not valid JSON",
+    ),
+    "float-in-shape": ({"v": entry(shape=(2.0,))}, "malformed header entry"),
+    "deep-nesting": ('{"v": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON"),
+    "entry-not-a-dict": ({"v": [1, 2]}, "malformed header entry"),
+    "unknown-dtype": ({"v": entry(dtype="F4")}, "dtype 'F4' is not one this version reads"),
+    "overlapping-ranges": (
+        {"v": entry(), "w": entry(offsets=(4, 12))},
+        "'w': its bytes overlap those of 'v'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED), ids=list(CRAFTED))
+def test_crafted_headers_each_give_one_value_error_and_change_nothing(path, case):
+    header, message = CRAFTED[case]
+    write_header(path, header, data=bytes(16))
+    target = {"v": jv.Variable([1.0, 2.0], name="v"), "w": jv.Variable([3.0, 4.0], name="w")}
+    with pytest.raises(ValueError, match=message) as e:
+        jv.restore(path, target, strict=False)
+    assert isinstance(e.value, jv.JaxvarsError)
+    assert target["v"].numpy().tolist() == [1.0, 2.0] and float(target["w"][0]) == 3.0
+
+
+def test_float8_round_trips_and_unsupported_dtypes_are_named(path):
+    v = jv.Variable(jnp.array([0.5, -2.0], jnp.float8_e4m3fn), name="f8")
+    jv.save(path, [v])
+    v.assign(jnp.zeros(2, jnp.float8_e4m3fn))
+    jv.restore(path, [v])
+    assert v.numpy().astype(np.float32).tolist() == [0.5, -2.0]
+    small = jv.Variable(jnp.array([1, 2], jnp.int4), name="small")
+    with pytest.raises(TypeError, match="'small' has dtype int4.*cannot hold") as e:
+        jv.save(path, [small])
+    assert isinstance(e.value, jv.JaxvarsError)
+
+
+def test_checkpoint_files_follow_the_umask_or_keep_their_mode(path):
+    v = jv.Variable(1.0, name="v")
+    old = os.umask(0o027)
+    try:
+        jv.save(path, [v])
+        assert os.stat(path).st_mode & 0o777 == 0o640
+        os.chmod(path, 0o604)
+        jv.save(path, [v])  # overwriting keeps the file's mode, as open() does
+        assert os.stat(path).st_mode & 0o777 == 0o604
+    finally:
+        os.umask(old)

@@ -158,3 +158,52 @@ def test_modules_compose_in_calls():
 def test_snake_case(name, expected):
     cls = type(name, (jv.Module,), {})
     assert cls().name == expected
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [
+        lambda x, y: {"a/b": x, "a": {"b": y}},
+        lambda x, y: {1: x, "1": y},
+        lambda x, y: {"0/1": x, "0": [None, y]},
+    ],
+    ids=["slash-in-key", "int-and-str-key", "list-index-and-key"],
+)
+def test_colliding_paths_are_refused_never_dropped(holder):
+    class Holder(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.parts = holder(jv.Variable(1.0, name="x"), jv.Variable(2.0, name="y"))
+
+    model = Holder()
+    with pytest.raises(ValueError, match="'holder/x' and 'holder/y' both have the path") as e:
+        model.named_variables()
+    assert isinstance(e.value, jv.JaxvarsError)
+    with pytest.raises(ValueError, match="both have the path"):
+        model.variables  # noqa: B018
+
+
+def test_an_attribute_named_like_a_path_is_refused():
+    class Odd(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [Dense(1, 1)]
+            setattr(self, "layers/0", {"w": jv.Variable(jnp.zeros((1, 1)), name="shadow")})
+
+    with pytest.raises(ValueError, match="path 'layers/0/w'"):
+        Odd().named_variables()
+
+
+def test_a_name_passed_positionally_is_the_modules_name():
+    class Named(jv.Module):
+        def __init__(self, name, size):
+            super().__init__(name=name)
+            self.w = jv.Variable(jnp.zeros(size), name="w")
+
+    with jv.Store():
+        by_position = Named("encoder", 2)
+        by_keyword = Named(name="decoder", size=2)
+        layer = Dense(1, 1, 1.0, "head")
+    assert by_position.name == "encoder" and by_position.w.name == "encoder/w"
+    assert by_keyword.name == "decoder" and layer.name == "head"
+    assert layer.w.name == "head/w"

@@ -152,3 +152,18 @@ def test_errors():
         opt.apply_gradients([jnp.ones(2)])
     np.testing.assert_array_equal(a.numpy(), [1.0])
     assert int(opt.iterations) == 0
+
+
+@pytest.mark.parametrize("container", [list, tuple, iter], ids=["list", "tuple", "iterator"])
+def test_apply_gradients_takes_pairs_as_a_list_tuple_or_iterator(container):
+    a = jv.Variable([1.0, 2.0], name="a")
+    b = jv.Variable(3.0, name="b")
+    with jv.Store():
+        opt = jv.Optimizer(optax.sgd(1.0), [a, b])
+    opt.apply_gradients(container([(jnp.array([0.5, 0.5]), a), (jnp.float32(1.0), b)]))
+    np.testing.assert_array_equal(a.numpy(), [0.5, 1.5])
+    assert float(b) == 2.0
+    stranger = jv.Variable(0.0, name="stranger")
+    with pytest.raises(ValueError, match="'stranger'.*does not update"):
+        opt.apply_gradients([(jnp.float32(1.0), stranger)])
+    assert float(b) == 2.0

@@ -46,3 +46,19 @@ def test_every_public_name_has_a_docstring():
 
 def test_random_module_surface():
     assert set(jv.random.__all__) == {"set_seed", "next_key", "normal", "uniform"}
+
+
+def test_every_deliberate_error_is_also_a_value_or_type_error():
+    """API.md section 12: no bare JaxvarsError is raised anywhere in the package."""
+    import ast
+    import pathlib
+
+    allowed = {"JaxvarsValueError", "JaxvarsTypeError"}
+    raised = set()
+    for path in pathlib.Path(jv.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                name = getattr(node.exc.func, "id", getattr(node.exc.func, "attr", ""))
+                if name.startswith("Jaxvars"):
+                    raised.add(name)
+    assert raised and raised <= allowed, raised - allowed

@@ -276,3 +276,21 @@ def test_open_scopes_and_stores_belong_to_their_thread():
         thread.join()
     assert seen == {"name": "v", "in default store": True}
     assert len(store) == 0
+
+
+@pytest.mark.parametrize("shape", [(2.5,), ("2",), (True,), "2", 2.0], ids=repr)
+def test_get_variable_refuses_shapes_that_are_not_ints(shape):
+    with pytest.raises(TypeError, match="shape must be a sequence of ints"):
+        jv.get_variable("v", shape)
+    assert "v" not in jv.default_store()
+
+
+def test_get_variable_accepts_numpy_integer_dimensions():
+    v = jv.get_variable("v", (np.int64(2), np.int32(3)))
+    assert v.shape == (2, 3)
+
+
+def test_an_initializer_returning_another_shape_is_refused():
+    with pytest.raises(ValueError, match="'w'.*returned a value of shape \\(3,\\).*\\(2,\\)"):
+        jv.get_variable("w", (2,), initializer=lambda key, shape, dtype: jnp.zeros(3, dtype))
+    assert "w" not in jv.default_store()

@@ -523,3 +523,81 @@ def test_fori_loop_with_randomness_advances_the_stream():
     jv.fori_loop(0, 4, body)
     rows = seen.numpy()
     assert len({tuple(r) for r in rows.tolist()}) == 4
+
+
+def test_a_concrete_array_assigned_inside_a_raw_jit_is_an_error():
+    v = jv.Variable(jnp.zeros(3), name="kept")
+    ones = jnp.ones(3)
+
+    @jax.jit
+    def raw(x):
+        v.assign(ones)  # would happen once, while tracing, and never again
+        return x
+
+    with pytest.raises(TypeError, match="variable 'kept'.*once while tracing"):
+        raw(1.0)
+
+    @jv.jit
+    def outer(x):
+        return jax.jit(raw)(x)
+
+    with pytest.raises(TypeError, match="variable 'kept'.*once while tracing"):
+        outer(1.0)
+
+    def body(i, carry):
+        v[0] = 5.0
+        return carry
+
+    with pytest.raises(TypeError, match="variable 'kept'"):
+        jax.lax.fori_loop(0, 2, body, 0)
+    np.testing.assert_array_equal(v.numpy(), [0.0, 0.0, 0.0])
+
+
+def test_grad_of_a_function_returning_a_variable_and_aux_variables():
+    w = jv.Variable(3.0, name="w")
+    loss = jv.Variable(0.0, name="loss")
+
+    def fn():
+        loss.assign(w * w)
+        return loss, w
+
+    grads, aux = jv.grad(fn, [w], has_aux=True)()
+    assert float(grads[0]) == 6.0 and aux is w and float(loss) == 9.0
+    (value, aux), grads = jv.jit(lambda: jv.value_and_grad(fn, w, has_aux=True)())()
+    assert float(value) == 9.0 and aux is w and float(grads) == 6.0
+
+
+@pytest.mark.parametrize("wrt", [[], (), {}], ids=["list", "tuple", "dict"])
+def test_grad_with_no_variables_is_an_error(wrt):
+    w = jv.Variable(1.0)
+    with pytest.raises(ValueError, match="no variable was given.*empty") as e:
+        jv.grad(lambda: w * 2, wrt)()
+    assert isinstance(e.value, jv.JaxvarsError)
+
+
+def test_grad_over_a_module_without_trainable_variables_is_an_error():
+    model = Dense(2, 1)
+    for v in model.variables:
+        v.trainable = False
+    with pytest.raises(ValueError, match="no variable was given.*no trainable variables"):
+        jv.grad(lambda: jnp.sum(model(jnp.ones((1, 2)))), model)()
+
+
+def test_user_tracebacks_end_in_user_code():
+    import traceback
+
+    def user_function(x):
+        raise RuntimeError("in user code")
+
+    w = jv.Variable(1.0)
+    calls = {
+        "jit": lambda: jv.jit(user_function)(1.0),
+        "grad": lambda: jv.grad(lambda: user_function(w), w)(),
+        "fori_loop": lambda: jv.fori_loop(0, 2, lambda i, c: user_function(c), 0.0),
+    }
+    for call in calls.values():
+        with pytest.raises(RuntimeError, match="in user code") as e:
+            call()
+        files = [frame.filename for frame in traceback.extract_tb(e.value.__traceback__)]
+        assert files[-1] == __file__
+        assert not any("/jaxvars/" in f for f in files), files

@@ -651,3 +651,85 @@ def test_concurrent_assign_add_loses_no_update():
     for t in threads:
         t.join()
     assert int(v) == 8000
+
+
+# -- in-place operators, placement of operands, import (issue: trust) -----------------------
+
+
+def test_in_place_operators_assign_and_keep_the_variable():
+    v = jv.Variable([1.0, 2.0], name="v")
+    same = v
+    v += 1
+    v *= jnp.array([2.0, 3.0])
+    v -= 1
+    v /= 2
+    v **= 2
+    assert v is same and isinstance(v, jv.Variable)
+    np.testing.assert_allclose(v.numpy(), [1.5**2, 4.0**2])
+    n = jv.Variable([6, 7], name="n")
+    n //= 2
+    n %= 2
+    n <<= 1
+    n |= 1
+    np.testing.assert_array_equal(n.numpy(), [3, 3])
+    m = jv.Variable(jnp.eye(2), name="m")
+    m @= jnp.array([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(m.numpy(), [[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_in_place_operators_follow_the_assign_rules_and_change_nothing_on_error():
+    v = jv.Variable([1, 2], name="ints")
+    with pytest.raises(TypeError, match="'ints'"):
+        v /= 2  # float result into an int variable
+    with pytest.raises(ValueError, match="'ints'.*\\(2,\\).*\\(3,\\)"):
+        v += jnp.ones(3, jnp.int32)
+    m = jv.Variable(jnp.eye(2), name="m")
+    with pytest.raises(ValueError, match="'m'"):
+        m @= jnp.ones((2, 3))
+    np.testing.assert_array_equal(v.numpy(), [1, 2])
+    np.testing.assert_array_equal(m.numpy(), np.eye(2))
+
+
+def test_in_place_operators_inside_jit():
+    v = jv.Variable(1.0, name="v")
+
+    @jv.jit
+    def step(x):
+        w = v
+        w += x
+        return w
+
+    assert step(2.0) is v and float(v) == 3.0
+
+
+def test_operands_committed_to_another_device_take_the_variables_placement():
+    cpu0, cpu1 = jax.devices()[:2]
+    v = jv.Variable(jnp.zeros(4), name="v", device=cpu0)
+    elsewhere = jax.device_put(jnp.ones(4), cpu1)
+    v.assign_add(elsewhere)
+    v.assign_sub(jax.device_put(jnp.float32(0.5), cpu1))  # broadcast
+    v[1:3] = jax.device_put(jnp.array([7.0, 8.0]), cpu1)
+    np.testing.assert_array_equal(v.numpy(), [0.5, 7.0, 8.0, 0.5])
+    assert v.device == cpu0 and v.value.committed
+    mesh = Mesh(np.array(jax.devices()[:4]), ("x",))
+    sharded = jv.Variable(jnp.zeros(8), sharding=NamedSharding(mesh, PartitionSpec("x")))
+    sharded.assign_add(jax.device_put(jnp.ones(8), jax.devices()[5]))
+    sharded[0] = jax.device_put(jnp.float32(3.0), jax.devices()[6])
+    assert sharded.sharding == NamedSharding(mesh, PartitionSpec("x"))
+    np.testing.assert_array_equal(sharded.numpy(), [3.0] + [1.0] * 7)
+
+
+def test_import_starts_no_backend_so_jax_can_still_be_configured():
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, jaxvars as jv\n"
+        "jax.config.update('jax_num_cpu_devices', 3)\n"
+        "jv.random.set_seed(1)\n"
+        "assert len(jax.devices()) == 3, jax.devices()\n"
+        "print(jv.Variable(1.0).device)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,349 @@
+"""The jv.jit cache: keys, discovery, retry, donation and eviction (README "How it works").
+
+Each subtle line of jaxvars/_jit.py has a test here that fails without it.
+"""
+
+import contextlib
+import gc
+import logging
+import weakref
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from models import MLP, Dense
+
+import jaxvars as jv
+
+X = jnp.ones((4, 3))
+
+
+@contextlib.contextmanager
+def compiles():
+    """Count XLA compilations of jv.jit's pure functions (jax.log_compiles)."""
+    names: list[str] = []
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if message.startswith("Compiling jit(pure)"):
+                names.append(message)
+
+    handler = Handler()
+    logger = logging.getLogger("jax._src.interpreters.pxla")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles():
+            yield names
+    finally:
+        logger.removeHandler(handler)
+
+
+def loss(model, x):
+    return jnp.sum(model(x) ** 2)
+
+
+def train_step(model, x):
+    grads = jv.grad(lambda: loss(model, x), model)()
+    for variable, grad in zip(model.trainable_variables, grads, strict=True):
+        variable.assign_sub(0.01 * grad)
+
+
+# -- no recompiles ----------------------------------------------------------------------
+
+
+def test_cached_calls_never_recompile_and_new_shapes_compile_once():
+    model = Dense(3, 2)
+    step = jv.jit(train_step)
+    with compiles() as compiled:
+        step(model, X)
+        first = len(compiled)
+        for i in range(5):
+            model.w.assign(jnp.full((3, 2), float(i)))
+            step(model, X * i)
+        assert len(compiled) == first
+        step(model, jnp.ones((7, 3)))
+        assert len(compiled) == first + 1
+    assert first >= 1
+
+
+def test_holding_a_value_neither_reruns_python_nor_breaks_the_held_array():
+    v = jv.Variable(jnp.arange(3.0), name="v")
+    runs = []
+
+    @jv.jit
+    def step():
+        runs.append(1)
+        v.assign_add(1.0)
+
+    step()
+    traced = len(runs)
+    held = v.value  # the next call cannot donate this buffer: it copies instead
+    step()
+    step()
+    assert len(runs) == traced
+    np.testing.assert_array_equal(held, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(v.numpy(), [3.0, 4.0, 5.0])
+
+
+# -- eviction: only what depends on a changed object retraces -------------------------------
+
+
+def test_building_an_unrelated_module_retraces_nothing():
+    model = Dense(3, 2)
+    runs = []
+
+    @jv.jit
+    def step(m, x):
+        runs.append(1)
+        return m(x)
+
+    step(model, X)
+    traced = len(runs)
+    Dense(3, 2)  # sets attributes of a module that no compiled code uses
+    MLP([3, 4, 1])
+    step(model, X)
+    assert len(runs) == traced
+
+
+def test_a_module_that_sets_attributes_when_called_does_not_retrace_every_call():
+    class Counting(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.dense = Dense(3, 2)
+            self.calls = jv.Variable(0, name="calls")
+
+        def __call__(self, x):
+            self.last_input_shape = x.shape  # plain Python state
+            self.calls += 1  # in-place: the same Variable
+            self.dense = self.dense  # the same object
+            return self.dense(x)
+
+    model = Counting()
+    runs = []
+
+    @jv.jit
+    def step(m, x):
+        runs.append(1)
+        return m(x)
+
+    for _ in range(4):
+        step(model, X)
+        model(X)  # eagerly too: the same assignments, outside any trace
+    assert len(runs) == 2  # discovery and the trace, once
+    assert int(model.calls) == 8
+
+
+def test_changing_one_models_trainable_retraces_only_code_that_uses_it():
+    a, b = Dense(3, 2, name="a"), Dense(3, 2, name="b")
+    runs = {"a": 0, "b": 0}
+
+    def counted(name):
+        def step(m, x):
+            runs[name] += 1
+            train_step(m, x)
+
+        return jv.jit(step)
+
+    step_a, step_b = counted("a"), counted("b")
+    step_a(a, X)
+    step_b(b, X)
+    before = dict(runs)
+    b.w.trainable = False
+    step_a(a, X)
+    step_b(b, X)
+    assert runs["a"] == before["a"]
+    assert runs["b"] == before["b"] + 2
+    frozen = b.w.numpy()
+    step_b(b, X)
+    np.testing.assert_array_equal(b.w.numpy(), frozen)
+
+
+def test_replacing_a_closure_modules_variable_retraces():
+    model = Dense(3, 1)
+
+    @jv.jit
+    def predict(x):
+        return x @ model.w  # attribute access only, no method call
+
+    predict(X)
+    model.w = jv.Variable(jnp.full((3, 1), 2.0), name="w2")
+    np.testing.assert_allclose(predict(X), np.full((4, 1), 6.0))
+
+
+# -- lifetime: compiled code never keeps arguments alive ------------------------------------
+
+
+def test_variable_arguments_are_freed_with_their_compiled_code():
+    step = jv.jit(lambda v, w: v.assign_add(w))
+    refs = []
+    w = jv.Variable(jnp.ones(1024), name="w")  # read only
+    for _ in range(20):
+        v = jv.Variable(jnp.zeros(1024), name="v")
+        step(v, w)
+        refs.append(weakref.ref(v))
+    np.testing.assert_array_equal(v.numpy(), np.ones(1024))
+    del v
+    gc.collect()
+    assert all(ref() is None for ref in refs)
+    assert len(step._jitted._cache) == 0
+
+
+def test_modules_given_as_arguments_are_freed():
+    step = jv.jit(train_step)
+    model = MLP([3, 4, 1])
+    step(model, X)
+    dead = weakref.ref(model.layers[0].w)
+    del model
+    gc.collect()
+    assert dead() is None and len(step._jitted._cache) == 0
+
+
+# -- retry, alternation, donation -------------------------------------------------------------
+
+
+def test_the_retry_path_makes_a_variable_first_touched_in_the_trace_an_input():
+    a, b = jv.Variable(1.0, name="a"), jv.Variable(10.0, name="b")
+    runs = []
+
+    @jv.jit
+    def f(x):
+        runs.append(1)
+        if len(runs) >= 2:  # the discovery pass sees only `a`; the trace also `b`
+            b.assign_add(x)
+        return a * x
+
+    assert float(f(2.0)) == 2.0
+    assert float(b) == 12.0  # written back: b is an output, not a frozen constant
+    b.assign(0.0)
+    f(3.0)
+    assert float(b) == 3.0  # read as an input on the cached call
+    assert len(runs) == 3  # probe, trace, retrace with b; then cached
+
+
+def test_alternating_entries_never_mix_up_their_outputs():
+    jv.random.set_seed(3)
+    one, two = Dense(3, 2), Dense(3, 2)
+    jv.random.set_seed(3)
+    eager_one, eager_two = Dense(3, 2), Dense(3, 2)
+    step = jv.jit(train_step)
+    for i in range(4):
+        x = X * (i + 1)
+        step(one, x)
+        step(two, x * 2)
+        train_step(eager_one, x)
+        train_step(eager_two, x * 2)
+    np.testing.assert_allclose(one.w.numpy(), eager_one.w.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(two.w.numpy(), eager_two.w.numpy(), rtol=1e-5)
+
+
+def test_repeated_calls_donate_and_reuse_their_outputs():
+    v = jv.Variable(jnp.zeros(1000), name="v")
+    step = jv.jit(lambda: v.assign_add(1.0))
+    step()
+    pointer = v._array.unsafe_buffer_pointer()
+    for _ in range(3):
+        step()
+    assert v._array.unsafe_buffer_pointer() == pointer  # updated in place: donated
+    assert float(v[0]) == 4.0
+
+
+# -- errors raised while running change nothing -------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["pure_callback", "debug_callback"])
+def test_a_run_time_error_in_a_cached_call_changes_no_variable(kind):
+    v = jv.Variable(jnp.arange(3.0), name="v")
+    fail = [False]
+
+    def check(x):
+        if fail[0]:
+            raise RuntimeError("boom")
+        return x
+
+    @jv.jit
+    def step():
+        v.assign_add(1.0)
+        if kind == "pure_callback":
+            return jax.pure_callback(check, jax.ShapeDtypeStruct((3,), jnp.float32), v.value)
+        jax.debug.callback(check, v.value)
+        return v * 1
+
+    step()
+    step()
+    before = v.numpy()
+    fail[0] = True
+    with pytest.raises(Exception, match="boom"):
+        step()
+    np.testing.assert_array_equal(v.numpy(), before)  # neither deleted nor changed
+    fail[0] = False
+    step()
+    np.testing.assert_array_equal(v.numpy(), before + 1)
+
+
+# -- returned variables -----------------------------------------------------------------------
+
+
+def test_a_returned_variable_is_the_variable_itself_with_its_new_value():
+    v = jv.Variable(0.0, name="v")
+    w = jv.Variable(5.0, name="w")
+
+    @jv.jit
+    def step(x):
+        v.assign_add(x)
+        return v, {"w": w, "double": v * 2}, [v]
+
+    for i in range(1, 4):
+        out, parts, listed = step(float(i))
+        assert out is v and parts["w"] is w and listed[0] is v
+    assert float(out) == 6.0 and float(parts["double"]) == 12.0
+
+
+def test_a_returned_variable_does_not_keep_it_alive():
+    step = jv.jit(lambda v: v)
+    v = jv.Variable(1.0)
+    assert step(v) is v
+    ref = weakref.ref(v)
+    del v
+    gc.collect()
+    assert ref() is None
+
+
+# -- errors name the variables ----------------------------------------------------------------
+
+
+def test_device_mismatch_errors_name_the_variables():
+    a = jv.Variable(1.0, name="a", device="cpu:0")
+    b = jv.Variable(2.0, name="b", device="cpu:1")
+    with pytest.raises(ValueError, match=r"(?s)variable 'a': cpu:0.*variable 'b': cpu:1") as e:
+        jv.jit(lambda: a.assign_add(b))()
+    assert isinstance(e.value, jv.JaxvarsError)
+    assert "argument" not in str(e.value).split("\n")[1]
+    assert float(a) == 1.0
+
+
+def test_variables_created_on_every_trace_are_a_value_error():
+    @jv.jit
+    def f():
+        return jv.Variable(1.0, name="fresh") * 2
+
+    with pytest.raises(ValueError, match="'fresh' is created on every trace") as e:
+        f()
+    assert isinstance(e.value, jv.JaxvarsError)
+
+
+def test_growing_an_empty_list_of_a_closure_module_retraces():
+    class Sum(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.terms = []
+
+        def __call__(self):
+            return sum((v.value for v in self.terms), jnp.zeros(()))
+
+    model = Sum()
+    total = jv.jit(lambda: model())
+    assert float(total()) == 0.0
+    model.terms.append(jv.Variable(4.0, name="term"))
+    assert float(total()) == 4.0

@@ -1,0 +1,163 @@
+"""Variables, jv.jit and stores used from several threads at once (README "Threads")."""
+
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from models import MLP
+
+import jaxvars as jv
+
+
+def run_threads(*targets):
+    """Run each target in its own thread; re-raise the first exception any raised."""
+    errors = []
+
+    def guarded(target):
+        try:
+            target()
+        except BaseException as e:  # reported in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(t,)) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def test_eight_threads_sharing_one_jitted_step_lose_no_update():
+    counter = jv.Variable(0, name="counter")
+    total = jv.Variable(jnp.zeros(64), name="total")
+
+    @jv.jit
+    def step(x):
+        counter.assign_add(1)
+        total.assign_add(x)
+
+    def worker():
+        for _ in range(50):
+            step(jnp.ones(64))
+
+    step(jnp.zeros(64))  # compiled before the threads start
+    run_threads(*[worker] * 8)
+    assert int(counter) == 401
+    np.testing.assert_array_equal(total.numpy(), np.full(64, 400.0))
+
+
+def test_reading_values_while_another_thread_trains():
+    model = MLP([8, 16, 1])
+    x = jnp.ones((4, 8))
+
+    @jv.jit
+    def step():
+        grads = jv.grad(lambda: jnp.sum(model(x) ** 2), model)()
+        for v, g in zip(model.trainable_variables, grads, strict=True):
+            v.assign_sub(1e-3 * g)
+
+    step()
+    done = threading.Event()
+    seen = []
+
+    def train():
+        for _ in range(200):
+            step()
+        done.set()
+
+    def read():
+        while not done.is_set():
+            seen.append(float(jnp.sum(model.layers[0].w.value)))  # never a deleted array
+
+    run_threads(train, read)
+    assert seen and all(np.isfinite(seen))
+
+
+def test_saving_in_the_background_while_training(tmp_path):
+    v = jv.Variable(jnp.zeros(10_000), name="v")
+    step = jv.jit(lambda: v.assign_add(1.0))
+    step()
+    done = threading.Event()
+    path = str(tmp_path / "ckpt.safetensors")
+
+    def train():
+        for _ in range(200):
+            step()
+        done.set()
+
+    def save():
+        while not done.is_set():
+            jv.save(path, [v])
+
+    run_threads(train, save)
+    jv.restore(path, [v])
+    value = v.numpy()
+    assert value[0] >= 1.0 and (value == value[0]).all()  # one consistent snapshot
+
+
+def test_eager_draws_beside_jitted_draws_never_repeat_a_key():
+    keys = []
+    lock = threading.Lock()
+
+    @jv.jit
+    def jitted_draw():
+        return jv.random.next_key()
+
+    jitted_draw()
+
+    def jitted():
+        for _ in range(100):
+            key = tuple(np.asarray(jitted_draw()).tolist())
+            with lock:
+                keys.append(key)
+
+    def eager():
+        for _ in range(100):
+            key = tuple(np.asarray(jv.random.next_key()).tolist())
+            with lock:
+                keys.append(key)
+
+    run_threads(jitted, eager, eager)
+    assert len(set(keys)) == len(keys) == 300
+
+
+def test_eager_assignments_beside_a_jitted_step_lose_no_update():
+    v = jv.Variable(0.0, name="v")
+    step = jv.jit(lambda: v.assign_add(1.0))
+    step()
+
+    def jitted():
+        for _ in range(200):
+            step()
+
+    def eager():
+        for _ in range(200):
+            v.assign_add(1.0)
+
+    run_threads(jitted, eager)
+    assert float(v) == 401.0
+
+
+def test_store_views_while_another_thread_creates_variables():
+    store = jv.Store()
+    done = threading.Event()
+    sizes = []
+
+    def create():
+        with store, jax.default_device(jax.devices()[0]):
+            for i in range(300):
+                jv.get_variable(f"v{i}", initializer=float(i))
+        done.set()
+
+    def view():
+        while not done.is_set():
+            state = store.state()
+            trainable = store.trainable_variables()
+            names = list(store)
+            sizes.append((len(state), len(trainable), len(names)))
+
+    run_threads(create, view)
+    assert len(store.state()) == 300
+    assert all(n >= 0 for sizes_ in sizes for n in sizes_)
