@@ -53,21 +53,17 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import jax
 from jax._src import traceback_util
-from jax._src.array import ArrayImpl
 from jax.core import Tracer
 from jax.extend.core import subjaxprs
 
-from . import _lift, _trace
+from . import _lift, _placement, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
-from ._module import Module
+from ._jit_key import OBJECT_TYPES, as_tuple, cache_key, flat_key, rebuilder, split_statics
 from ._variable import Variable
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# An argument that is a Variable or Module is passed to ``fn`` as itself (its
-# identity keys the compiled code); every other leaf is traced like in jax.jit.
-_OBJECT_TYPES = (Variable, Module)
 _current_frame = _trace.current.get
 _get_array = operator.attrgetter("_array")
 
@@ -89,30 +85,6 @@ INCOMPATIBLE_DEVICES = (
 )
 
 
-def _is_object(x: Any) -> bool:
-    return isinstance(x, _OBJECT_TYPES)
-
-
-def flat_key(args: tuple[Any, ...]) -> tuple[int | None, ...]:
-    """The flat form of the key: None for an array, ``id()`` for anything else."""
-    return tuple([None if type(a) is ArrayImpl else id(a) for a in args])
-
-
-def cache_key(args: tuple[Any, ...], kwargs: dict[str, Any], statics: Any) -> Any:
-    """The key of a call, and the leaves compiled code takes (see module doc).
-
-    Returns ``(key, leaves, treedef)``; ``treedef`` is None for the flat form,
-    where the leaves are the arguments themselves.
-    """
-    if not kwargs and not statics:
-        key = flat_key(args)
-        if all(a is None or isinstance(x, _OBJECT_TYPES) for a, x in zip(key, args, strict=True)):
-            return key, args, None
-    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs), is_leaf=_is_object)
-    objects = tuple(id(x) if isinstance(x, _OBJECT_TYPES) else None for x in leaves)
-    return (treedef, objects, statics), leaves, treedef
-
-
 class _Rediscover(Exception):
     """Raised out of a trace that touched variables the compiled signature lacks."""
 
@@ -132,8 +104,18 @@ class _Entry:
     time, while work after it overlaps the step.
     """
 
-    __slots__ = ("assigned", "read", "assigned_of", "layout", "may_fail", "run", "guards")
-    __slots__ += ("owner", "key", "__weakref__")
+    __slots__ = (
+        "assigned",
+        "read",
+        "assigned_of",
+        "layout",
+        "may_fail",
+        "run",
+        "guards",
+        "owner",
+        "key",
+        "__weakref__",
+    )
 
     def __init__(
         self,
@@ -238,18 +220,14 @@ def _selector(positions: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]
 
 
 def _device_error(name: str, assigned: list[Variable], read: list[Variable], arrays: Any):
-    where = [f"variable '{v.name}': {_placement_of(v._array)}" for v in (*assigned, *read)]
+    describe = _placement.describe_array
+    where = [f"variable '{v.name}': {describe(v._array)}" for v in (*assigned, *read)]
     where += [
-        f"argument array of shape {tuple(a.shape)}: {_placement_of(a)}"
+        f"argument array of shape {tuple(a.shape)}: {describe(a)}"
         for a in arrays
         if isinstance(a, jax.Array) and a.committed
     ]
     return JaxvarsValueError(INCOMPATIBLE_DEVICES.format(fn=name, where="\n  ".join(where)))
-
-
-def _placement_of(array: jax.Array) -> str:
-    devices = sorted(f"{d.platform}:{d.id}" for d in array.devices())
-    return ", ".join(devices) + ("" if array.committed else " (uncommitted)")
 
 
 def _may_fail_at_run_time(jaxpr: Any) -> bool:
@@ -272,8 +250,8 @@ class Jitted:
     ) -> None:
         self._fn = fn
         self._name = getattr(fn, "__name__", repr(fn))
-        self._static_argnums = _as_tuple(static_argnums)
-        self._static_argnames = _as_tuple(static_argnames)
+        self._static_argnums = as_tuple(static_argnums)
+        self._static_argnames = as_tuple(static_argnames)
         for unsupported in ("donate_argnums", "donate_argnames", "in_shardings"):
             if unsupported in jit_kwargs:
                 raise JaxvarsTypeError(
@@ -290,7 +268,9 @@ class Jitted:
             return self._fn(*args, **kwargs)
         statics = ()
         if self._static_argnums or self._static_argnames:
-            args, kwargs, statics = self._split_statics(args, kwargs)
+            args, kwargs, statics = split_statics(
+                args, kwargs, self._static_argnums, self._static_argnames, self._name
+            )
         key, leaves, treedef = cache_key(args, kwargs, statics)
         entry = self._cache.get(key)
         if entry is None:
@@ -328,19 +308,19 @@ class Jitted:
         # How to rebuild the arguments from dynamic leaves, holding objects
         # weakly: compiled code must not keep the caller's modules and
         # variables alive (JAX's caches hold on to the traced function).
-        refs = tuple(weakref.ref(x) if isinstance(x, _OBJECT_TYPES) else None for x in leaves)
-        layout = (refs, self._rebuilder(treedef, statics))
+        refs = tuple(weakref.ref(x) if isinstance(x, OBJECT_TYPES) else None for x in leaves)
+        layout = (refs, rebuilder(treedef, statics))
         found: list[_trace.Frame] = []
 
         def probe(dynamic: list[Any]) -> Any:
             rest = iter(dynamic)
-            call_leaves = [x if isinstance(x, _OBJECT_TYPES) else next(rest) for x in leaves]
+            call_leaves = [x if isinstance(x, OBJECT_TYPES) else next(rest) for x in leaves]
             args, kwargs = layout[1](call_leaves)
             out, frame = _lift.run_pure(self._fn, [], [], args, kwargs, records=True)
             found.append(frame)
             return out
 
-        jaxpr = jax.make_jaxpr(probe)([x for x in leaves if not isinstance(x, _OBJECT_TYPES)])
+        jaxpr = jax.make_jaxpr(probe)([x for x in leaves if not isinstance(x, OBJECT_TYPES)])
         (frame,) = found
         assigned = list(frame.assigned)
         read = [v for v in frame.discovered if v not in frame.assigned]
@@ -375,7 +355,7 @@ class Jitted:
 
         entry = _Entry(self, key, spec(assigned), spec(read), layout, may_fail)
         self._cache[key] = entry
-        objects = [x for x in leaves if isinstance(x, _OBJECT_TYPES)]
+        objects = [x for x in leaves if isinstance(x, OBJECT_TYPES)]
         _trace.depend(entry, [*assigned, *read, *modules, *objects])
 
         entry_ref = weakref.ref(entry)
@@ -430,46 +410,6 @@ class Jitted:
             return out, _lift.collect(frame, variables)
 
         return pure
-
-    def _rebuilder(self, treedef: Any, statics: Any) -> Callable[[list[Any]], Any]:
-        def rebuild(call_leaves: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-            if treedef is None:  # the flat form: leaves are the arguments
-                args, kwargs = tuple(call_leaves), {}
-            else:
-                args, kwargs = jax.tree_util.tree_unflatten(treedef, call_leaves)
-            if statics:
-                positional, named = statics
-                args = list(args)
-                for index, value in positional:
-                    args.insert(index, value)
-                kwargs = {**kwargs, **dict(named)}
-            return tuple(args), kwargs
-
-        return rebuild
-
-    def _split_statics(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
-        n = len(args)
-        argnums = sorted(i % n for i in self._static_argnums if -n <= i < n)
-        positional = tuple((i, args[i]) for i in argnums)
-        named = tuple(sorted((k, kwargs[k]) for k in self._static_argnames if k in kwargs))
-        args = tuple(a for i, a in enumerate(args) if i not in argnums)
-        kwargs = {k: v for k, v in kwargs.items() if k not in self._static_argnames}
-        statics = (positional, named)
-        try:
-            hash(statics)
-        except TypeError as e:
-            raise JaxvarsTypeError(
-                f"jv.jit({self._name}): static arguments must be hashable: {e}"
-            ) from None
-        return args, kwargs, statics
-
-
-def _as_tuple(x: Any) -> tuple[Any, ...]:
-    if isinstance(x, (int, str)):
-        return (x,)
-    return tuple(x)
 
 
 @overload

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
@@ -271,3 +272,35 @@ def placement_of(value: jax.Array) -> str:
 
 def _op_name(op: Callable[..., Any]) -> str:
     return getattr(op, "__name__", repr(op)).strip("_")
+
+
+def uncommitted(value: jax.Array) -> jax.Array:
+    """``value`` as an uncommitted array on the default device."""
+    # JAX has no public way to drop an array's commitment in place; a host round
+    # trip gives an uncommitted array on the default device (rare path: only when
+    # a committed array is assigned to an uncommitted variable).
+    return jnp.asarray(np.asarray(value))
+
+
+def place(value: jax.Array, sharding: Sharding, name: str, copy: bool = False) -> jax.Array:
+    """``value`` laid out with ``sharding`` (a copy if ``copy``), for variable ``name``."""
+    if not copy and value.committed and value.sharding == sharding:
+        return value
+    # Spanning other processes' devices: each process puts its own shards from
+    # the same host data (multi-controller JAX).
+    source = value if sharding.is_fully_addressable else np.asarray(value)
+    try:
+        return jax.device_put(source, sharding, may_alias=False if copy else None)
+    except ValueError as e:
+        raise JaxvarsValueError(
+            f"Variable '{name}' of shape {tuple(value.shape)} cannot be placed with {sharding}: {e}"
+        ) from None
+
+
+def describe_array(value: jax.Array) -> str:
+    """``device=cpu:0 (uncommitted)``, or ``sharding=...`` for several devices."""
+    devices = value.devices()
+    if len(devices) != 1:
+        return f"sharding={value.sharding}"
+    committed = "" if value.committed else " (uncommitted)"
+    return f"device={describe(next(iter(devices)))}{committed}"

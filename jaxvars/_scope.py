@@ -234,7 +234,7 @@ def _create(
             raise JaxvarsValueError(
                 f"get_variable('{full}'): shape is required with an initializer function."
             )
-        value = initializer(_random.next_key(), shape, dtype)
+        value: Any = initializer(_random.next_key(), shape, dtype)
         if tuple(np.shape(value)) != shape:
             raise JaxvarsValueError(
                 f"get_variable('{full}'): the initializer returned a value of shape "

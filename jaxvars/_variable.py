@@ -21,6 +21,7 @@ from ._errors import (
     JaxvarsTypeError,
     JaxvarsValueError,
 )
+from ._operators import ArrayOperators, unwrap
 from ._placement import Device
 
 # The concrete array class: an exact type check on the hot path is cheaper than
@@ -32,7 +33,7 @@ _LAST = _trace.LAST
 _LOCK = _trace.STATE_LOCK
 
 
-class Variable:
+class Variable(ArrayOperators):
     """A named, mutable cell holding one JAX array, like ``tf.Variable``.
 
     The array inside never changes; ``assign`` and friends rebind the cell to a
@@ -203,7 +204,7 @@ class Variable:
             ValueError: ``value`` has another shape.
             TypeError: ``value``'s dtype cannot be cast ``same_kind`` to this one.
         """
-        array, weak = _dtypes.to_array(_unwrap(value), name=self._name)
+        array, weak = _dtypes.to_array(unwrap(value), name=self._name)
         if tuple(array.shape) != self.shape:
             raise self._shape_error("assign", array.shape)
         new = _dtypes.cast(array, weak, self.dtype, name=self._name, op="assign")
@@ -220,7 +221,7 @@ class Variable:
 
     def __setitem__(self, index: Any, value: Any) -> None:
         """``v[index] = value`` rebinds with ``value.at[index].set(x)``, same rules as assign."""
-        array, weak = _dtypes.to_array(_unwrap(value), name=self._name)
+        array, weak = _dtypes.to_array(unwrap(value), name=self._name)
         part = self._aligned(_dtypes.cast(array, weak, self.dtype, name=self._name, op="assign"))
         with _LOCK:
             try:
@@ -236,7 +237,7 @@ class Variable:
         # The hot path of eager training loops: exact type checks and one aval read
         # keep it within a few hundred nanoseconds of the raw JAX operation.
         if type(delta) is not _ArrayImpl:
-            delta = _unwrap(delta)
+            delta = unwrap(delta)
             if not isinstance(delta, jax.Array):
                 # Python numbers take the variable's dtype (their kind permitting);
                 # NumPy arrays keep theirs, so promotion works as for JAX arrays.
@@ -280,9 +281,9 @@ class Variable:
             # assigned once, while tracing, and never on later calls.
             raise JaxvarsTypeError(CONCRETE_ASSIGN.format(op="assign", name=self._name))
         if self._sharding is not None:
-            new = _place(new, self._sharding, self._name)
+            new = _placement.place(new, self._sharding, self._name)
         elif new.committed:
-            new = _uncommitted(new)
+            new = _placement.uncommitted(new)
         with _LOCK:
             self._array = new
             _LAST[0] = None
@@ -314,8 +315,6 @@ class Variable:
 
     # -- Python protocol ---------------------------------------------------------
 
-    __hash__ = object.__hash__
-
     def __repr__(self) -> str:
         if isinstance(self._trainable, bool):
             trainable = str(self._trainable)
@@ -327,7 +326,7 @@ class Variable:
             values = repr(self._value)
         return (
             f"<jaxvars.Variable '{self._name}' shape={self.shape} dtype={self.dtype} "
-            f"trainable={trainable} {_describe_placement(self)} value={values}>"
+            f"trainable={trainable} {_placement.describe_array(self._array)} value={values}>"
         )
 
     def __copy__(self) -> Variable:
@@ -405,14 +404,10 @@ def _initial_array(
     # jv.jit donates a buffer only when nothing else holds it), so a 400 MB
     # model costs 400 MB. A Variable's value is copied, as TF's contract says.
     if sharding is not None:
-        return _place(value, sharding, name, copy=from_variable)
+        return _placement.place(value, sharding, name, copy=from_variable)
     if value.committed:
-        return _uncommitted(value)
+        return _placement.uncommitted(value)
     return jnp.array(value, copy=True) if from_variable else value
-
-
-def _unwrap(x: Any) -> Any:
-    return x._value if isinstance(x, Variable) else x
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
@@ -424,101 +419,6 @@ def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
 
 def _is_nested(x: Any) -> bool:
     return isinstance(x, (list, tuple, np.ndarray, np.generic))
-
-
-def _names(*operands: Any) -> list[str]:
-    return [f"'{x._name}'" if isinstance(x, Variable) else type(x).__name__ for x in operands]
-
-
-def _uncommitted(value: jax.Array) -> jax.Array:
-    # JAX has no public way to drop an array's commitment in place; a host round
-    # trip gives an uncommitted array on the default device (rare path: only when
-    # a committed array is assigned to an uncommitted variable).
-    return jnp.asarray(np.asarray(value))
-
-
-def _place(value: jax.Array, sharding: Sharding, name: str, copy: bool = False) -> jax.Array:
-    if not copy and value.committed and value.sharding == sharding:
-        return value
-    # Spanning other processes' devices: each process puts its own shards from
-    # the same host data (multi-controller JAX).
-    source = value if sharding.is_fully_addressable else np.asarray(value)
-    try:
-        return jax.device_put(source, sharding, may_alias=False if copy else None)
-    except ValueError as e:
-        raise JaxvarsValueError(
-            f"Variable '{name}' of shape {tuple(value.shape)} cannot be placed with {sharding}: {e}"
-        ) from None
-
-
-def _describe_placement(v: Variable) -> str:
-    device = v.device
-    if device is None:
-        return f"sharding={v.sharding}"
-    committed = "" if v._array.committed else " (uncommitted)"
-    return f"device={_placement.describe(device)}{committed}"
-
-
-def _operators() -> None:
-    """Define the arithmetic and comparison operators once, delegating to the value."""
-
-    hooks = _placement.HOOKS  # non-zero inside jv.device or while logging placement
-
-    def binary(op: Callable[[Any, Any], Any]) -> tuple[Callable, Callable]:
-        def forward(self: Variable, other: Any) -> Any:
-            if hooks[0]:
-                return _placement.expression(op, [self._value, _unwrap(other)], _names(self, other))
-            return op(self._value, _unwrap(other))
-
-        def reflected(self: Variable, other: Any) -> Any:
-            if hooks[0]:
-                return _placement.expression(op, [_unwrap(other), self._value], _names(other, self))
-            return op(_unwrap(other), self._value)
-
-        return forward, reflected
-
-    def unary(op: Callable[[Any], Any]) -> Callable:
-        def apply(self: Variable) -> Any:
-            if hooks[0]:
-                return _placement.expression(op, [self._value], _names(self))
-            return op(self._value)
-
-        return apply
-
-    arithmetic = {
-        **{
-            name: getattr(operator, name) for name in "add sub mul truediv floordiv mod pow".split()
-        },
-        **{name: getattr(operator, name) for name in "matmul xor lshift rshift".split()},
-        "and": operator.and_,
-        "or": operator.or_,
-        "divmod": divmod,
-    }
-    for name, op in arithmetic.items():
-        forward, reflected = binary(op)
-        setattr(Variable, f"__{name}__", forward)
-        setattr(Variable, f"__r{name}__", reflected)
-    for name in "lt le eq ne gt ge".split():
-        setattr(Variable, f"__{name}__", binary(getattr(operator, name))[0])
-    for name in "neg pos abs invert".split():
-        setattr(Variable, f"__{name}__", unary(getattr(operator, name)))
-
-    def in_place(op: Callable[[Any, Any], Any], symbol: str) -> Callable:
-        # `v += d` assigns, like a NumPy array, and leaves `v` the same Variable.
-        def apply(self: Variable, other: Any) -> Variable:
-            return self._update(op, other, f"assign ({symbol}=)")
-
-        return apply
-
-    symbols = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%"}
-    symbols |= {"pow": "**", "and": "&", "or": "|", "xor": "^", "lshift": "<<", "rshift": ">>"}
-    for name, symbol in symbols.items():
-        setattr(Variable, f"__i{name}__", in_place(arithmetic[name], symbol))
-    # The result of a matrix product may have another shape: assign checks it.
-    Variable.__imatmul__ = lambda self, other: self.assign(self._value @ _unwrap(other))
-
-
-_operators()
 
 
 def _flatten(v: Variable) -> tuple[tuple[jax.Array], None]:

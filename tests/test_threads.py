@@ -63,9 +63,13 @@ def test_reading_values_while_another_thread_trains():
     seen = []
 
     def train():
-        for _ in range(200):
-            step()
-        done.set()
+        try:
+            for _ in range(20_000):  # bounded, should the reader die
+                if len(seen) >= 200:
+                    break
+                step()
+        finally:
+            done.set()
 
     def read():
         while not done.is_set():
@@ -79,17 +83,21 @@ def test_saving_in_the_background_while_training(tmp_path):
     v = jv.Variable(jnp.zeros(10_000), name="v")
     step = jv.jit(lambda: v.assign_add(1.0))
     step()
-    done = threading.Event()
+    saved = threading.Event()
     path = str(tmp_path / "ckpt.safetensors")
 
     def train():
-        for _ in range(200):
+        for _ in range(20_000):  # bounded, should the saver die
+            if saved.is_set():
+                break
             step()
-        done.set()
 
     def save():
-        while not done.is_set():
-            jv.save(path, [v])
+        try:
+            for _ in range(20):
+                jv.save(path, [v])
+        finally:
+            saved.set()
 
     run_threads(train, save)
     jv.restore(path, [v])

@@ -1,0 +1,114 @@
+"""A Variable's operators, declared once in a class body so type checkers see them.
+
+Every operator reads the current value and returns a new array (comparisons
+are elementwise, as for arrays); the in-place ones (``v += d``) assign, like
+a NumPy array's, and leave ``v`` the same Variable.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import jax
+
+from . import _placement
+
+_hooks = _placement.HOOKS  # non-zero inside jv.device or while logging placement
+
+Binary = Callable[[Any, Any], jax.Array]
+
+
+def unwrap(x: Any) -> Any:
+    """A Variable's current value; anything else as it is."""
+    return x._value if isinstance(x, ArrayOperators) else x
+
+
+def _names(*operands: Any) -> list[str]:
+    return [f"'{x.name}'" if isinstance(x, ArrayOperators) else type(x).__name__ for x in operands]
+
+
+def _forward(op: Callable[[Any, Any], Any]) -> Binary:
+    def forward(self: Any, other: Any) -> jax.Array:
+        if _hooks[0]:
+            return _placement.expression(op, [self._value, unwrap(other)], _names(self, other))
+        return op(self._value, unwrap(other))
+
+    return forward
+
+
+def _reflected(op: Callable[[Any, Any], Any]) -> Binary:
+    def reflected(self: Any, other: Any) -> jax.Array:
+        if _hooks[0]:
+            return _placement.expression(op, [unwrap(other), self._value], _names(other, self))
+        return op(unwrap(other), self._value)
+
+    return reflected
+
+
+def _unary(op: Callable[[Any], Any]) -> Callable[[Any], jax.Array]:
+    def apply(self: Any) -> jax.Array:
+        if _hooks[0]:
+            return _placement.expression(op, [self._value], _names(self))
+        return op(self._value)
+
+    return apply
+
+
+def _in_place(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any], Any]:
+    def apply(self: Any, other: Any) -> Any:
+        return self._update(op, other, f"assign ({symbol}=)")
+
+    return apply
+
+
+class ArrayOperators:
+    """The operators of ``jv.Variable`` (its only subclass)."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+
+        @property
+        def _value(self) -> jax.Array: ...
+        @property
+        def name(self) -> str: ...
+        def _update(self, op: Callable[[Any, Any], Any], delta: Any, what: str) -> Any: ...
+        def assign(self, value: Any) -> Any: ...
+
+    __add__, __radd__ = _forward(operator.add), _reflected(operator.add)
+    __sub__, __rsub__ = _forward(operator.sub), _reflected(operator.sub)
+    __mul__, __rmul__ = _forward(operator.mul), _reflected(operator.mul)
+    __truediv__, __rtruediv__ = _forward(operator.truediv), _reflected(operator.truediv)
+    __floordiv__, __rfloordiv__ = _forward(operator.floordiv), _reflected(operator.floordiv)
+    __mod__, __rmod__ = _forward(operator.mod), _reflected(operator.mod)
+    __pow__, __rpow__ = _forward(operator.pow), _reflected(operator.pow)
+    __matmul__, __rmatmul__ = _forward(operator.matmul), _reflected(operator.matmul)
+    __and__, __rand__ = _forward(operator.and_), _reflected(operator.and_)
+    __or__, __ror__ = _forward(operator.or_), _reflected(operator.or_)
+    __xor__, __rxor__ = _forward(operator.xor), _reflected(operator.xor)
+    __lshift__, __rlshift__ = _forward(operator.lshift), _reflected(operator.lshift)
+    __rshift__, __rrshift__ = _forward(operator.rshift), _reflected(operator.rshift)
+    __divmod__, __rdivmod__ = _forward(divmod), _reflected(divmod)
+
+    __lt__, __le__ = _forward(operator.lt), _forward(operator.le)
+    __gt__, __ge__ = _forward(operator.gt), _forward(operator.ge)
+    # Elementwise, as for arrays (a Variable hashes by identity all the same).
+    __eq__ = _forward(operator.eq)  # pyright: ignore[reportAssignmentType]
+    __ne__ = _forward(operator.ne)  # pyright: ignore[reportAssignmentType]
+    __hash__ = object.__hash__
+
+    __neg__, __pos__ = _unary(operator.neg), _unary(operator.pos)
+    __abs__, __invert__ = _unary(operator.abs), _unary(operator.invert)
+
+    __iadd__, __isub__ = _in_place(operator.add, "+"), _in_place(operator.sub, "-")
+    __imul__, __itruediv__ = _in_place(operator.mul, "*"), _in_place(operator.truediv, "/")
+    __ifloordiv__, __imod__ = _in_place(operator.floordiv, "//"), _in_place(operator.mod, "%")
+    __ipow__, __iand__ = _in_place(operator.pow, "**"), _in_place(operator.and_, "&")
+    __ior__, __ixor__ = _in_place(operator.or_, "|"), _in_place(operator.xor, "^")
+    __ilshift__, __irshift__ = _in_place(operator.lshift, "<<"), _in_place(operator.rshift, ">>")
+
+    def __imatmul__(self, other: Any) -> Any:
+        # A matrix product may change the shape: assign checks it.
+        return self.assign(self._value @ unwrap(other))
