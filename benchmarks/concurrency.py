@@ -22,7 +22,7 @@ from step_overhead import SIZES, jaxvars_contender
 
 
 def steps_per_second(run, threads: int, steps: int) -> float:
-    per_thread = steps // threads
+    per_thread = max(1, steps // threads)
 
     def worker():
         for _ in range(per_thread):
@@ -38,8 +38,11 @@ def steps_per_second(run, threads: int, steps: int) -> float:
 
 
 def main(quick: bool = False) -> None:
-    rounds, steps = (3, 200) if quick else (9, 2000)
+    rounds = 3 if quick else 7
+    # Steps per round: about a second of work each on 2 CPU cores.
+    steps_of = {"SMALL": 200 if quick else 4000, "LARGE": 8 if quick else 80}
     for title, (sizes, batch) in list(SIZES.items())[:2]:
+        steps = steps_of[title.split()[0]]
         x = jax.random.normal(jax.random.PRNGKey(1), (batch, sizes[0]))
         y = jnp.zeros((batch, sizes[-1]))
         run, _ = jaxvars_contender(sizes, x, y)
@@ -47,7 +50,7 @@ def main(quick: bool = False) -> None:
         results: dict[int, list[float]] = {1: [], 4: []}
         for _ in range(rounds):
             for threads in results:
-                results[threads].append(steps_per_second(run, threads, steps // 10 * 10))
+                results[threads].append(steps_per_second(run, threads, steps))
         one, four = (statistics.median(results[n]) for n in (1, 4))
         print(f"\n{title}: one jv.jit step shared by threads")
         print(f"  1 thread                       {one:9.0f} steps/s   1.000x")

@@ -70,7 +70,9 @@ def save(path: str | os.PathLike[str], target: Any, *, durable: bool = False) ->
             writes at disk speed rather than page-cache speed.
 
     Raises:
-        ValueError: duplicate keys, or variables not fully addressable here.
+        ValueError: duplicate keys, a key ``__metadata__`` (the header's own),
+            ``path`` is a directory, or variables not fully addressable here.
+        TypeError: a variable of a dtype the format cannot hold (int4, say).
 
     Example:
         >>> import os, tempfile

@@ -31,7 +31,8 @@ class Module:
 
     Args:
         name: The module's name; by default the class name in snake_case,
-            made unique in the active store (``dense``, ``dense_1``, ...).
+            made unique in the active store (``dense``, ``dense_1``, ...). A
+            subclass's ``__init__`` may take it by keyword or by position.
 
     Example:
         >>> import jax.numpy as jnp

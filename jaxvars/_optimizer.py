@@ -103,8 +103,8 @@ class Optimizer:
         Args:
             grads: Shaped like what ``jv.grad`` returns for the target (a tuple
                 for a Module's ``trainable_variables``, a list for a list, a dict
-                for a dict, an array for a Variable), or an iterable of
-                ``(gradient, variable)`` pairs, as in TensorFlow.
+                for a dict, an array for a Variable), or a list, tuple or
+                iterator of ``(gradient, variable)`` pairs, as in TensorFlow.
 
         Raises:
             ValueError: a gradient for an unknown variable, a wrong count, or a

@@ -165,8 +165,9 @@ def get_variable(
 
     Raises:
         ValueError: creating an existing name without reuse, getting a missing
-            name with ``reuse=True``, or asking an existing variable for another
-            shape or dtype.
+            name with ``reuse=True``, asking an existing variable for another
+            shape or dtype, or an initializer returning another shape.
+        TypeError: a shape that is not a sequence of ints (``(2.5,)``, ``("2",)``).
 
     Example:
         >>> import jaxvars as jv

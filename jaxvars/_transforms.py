@@ -113,7 +113,12 @@ def grad(fn: Callable[..., Any], wrt: Any, *, has_aux: bool = False) -> Callable
 
     Returns:
         A function returning gradients shaped like ``wrt``, or
-        ``(gradients, aux)`` with ``has_aux``.
+        ``(gradients, aux)`` with ``has_aux``. ``fn`` may return a Variable as
+        its loss; Variables in ``aux`` are returned as themselves.
+
+    Raises:
+        ValueError: ``wrt`` holds no variable (an empty list, or a Module with
+            no trainable variable).
 
     Example:
         >>> import jaxvars as jv

@@ -37,8 +37,9 @@ class Variable(ArrayOperators):
     """A named, mutable cell holding one JAX array, like ``tf.Variable``.
 
     The array inside never changes; ``assign`` and friends rebind the cell to a
-    new array of the same shape and dtype. In expressions a Variable behaves
-    like its current value, and every expression returns a new array.
+    new array of the same shape and dtype, and so do the in-place operators
+    (``v += d`` is ``v.assign_add(d)``). In expressions a Variable behaves like
+    its current value, and every expression returns a new array.
 
     Args:
         initial_value: A Python number, nested list, NumPy or JAX array, another
@@ -65,6 +66,9 @@ class Variable(ArrayOperators):
         array([2., 3.], dtype=float32)
         >>> (v * 2).tolist()
         [4.0, 6.0]
+        >>> v += 1
+        >>> v.numpy()
+        array([3., 4.], dtype=float32)
     """
 
     __slots__ = ("_array", "_name", "_trainable", "_sharding", "__weakref__")
