@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -41,7 +40,11 @@ class Store(Mapping[str, Variable]):
         self._variables: dict[str, Variable] = {}
         self._origins: dict[str, str] = {}
         self._name_counts: dict[str, int] = {}
-        self._lock = threading.RLock()
+        # The one state lock, not a lock per store: get_variable may draw a
+        # random key (which takes the state lock) while it holds the store's,
+        # and a jv.jit step holding the state lock may call get_variable.
+        # Two locks taken in both orders could deadlock; one cannot.
+        self._lock = _trace.STATE_LOCK
 
     # -- mapping ------------------------------------------------------------------
 

@@ -169,3 +169,30 @@ def test_store_views_while_another_thread_creates_variables():
     run_threads(create, view)
     assert len(store.state()) == 300
     assert all(n >= 0 for sizes_ in sizes for n in sizes_)
+
+
+def test_creating_variables_beside_a_step_that_gets_variables_never_deadlocks():
+    store = jv.Store()
+
+    @jv.jit
+    def step(x):
+        with store, jv.variable_scope("model", reuse=jv.AUTO_REUSE):
+            w = jv.get_variable("w", (4,))  # takes the store's lock inside a step
+            return x * w
+
+    def run_steps():
+        for i in range(100):
+            step(jnp.ones((i % 7 + 1, 4)))  # a new shape traces, under the state lock
+
+    def create():
+        with store:
+            for i in range(200):  # each creation draws a random key
+                jv.get_variable(f"other/v{i}", (2,))
+
+    threads = [threading.Thread(target=t, daemon=True) for t in (run_steps, create)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "deadlocked"
+    assert len(store) == 201
