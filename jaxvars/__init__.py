@@ -6,6 +6,12 @@ from ._checkpoint import save as save
 from ._config import config as config
 from ._errors import JaxvarsError as JaxvarsError
 from ._jit import jit as jit
+from ._lifted import cond as cond
+from ._lifted import remat as remat
+from ._lifted import scan as scan
+from ._lifted import switch as switch
+from ._lifted import vmap as vmap
+from ._lifted import while_loop as while_loop
 from ._module import Module as Module
 from ._naming import name_scope as name_scope
 from ._optimizer import Optimizer as Optimizer
@@ -35,6 +41,7 @@ __all__ = [
     "Store",
     "Variable",
     "VariableScope",
+    "cond",
     "config",
     "default_store",
     "device",
@@ -45,13 +52,18 @@ __all__ = [
     "make_template",
     "name_scope",
     "random",
+    "remat",
     "reset_default_store",
     "restore",
     "save",
+    "scan",
     "set_log_device_placement",
     "sharding_rules",
+    "switch",
     "value_and_grad",
     "variable_scope",
+    "vmap",
+    "while_loop",
 ]
 
 # Public names report the package, not the private module that defines them.
@@ -62,6 +74,7 @@ for _public in (
     Store,
     Variable,
     VariableScope,
+    cond,
     default_store,
     device,
     fori_loop,
@@ -70,13 +83,18 @@ for _public in (
     jit,
     make_template,
     name_scope,
+    remat,
     reset_default_store,
     restore,
     save,
+    scan,
     set_log_device_placement,
     sharding_rules,
+    switch,
     value_and_grad,
     variable_scope,
+    vmap,
+    while_loop,
 ):
     _public.__module__ = __name__
 del _public

@@ -27,6 +27,7 @@ from typing import Any
 import jax
 
 from . import _trace
+from ._errors import JaxvarsValueError
 from ._variable import Variable
 
 
@@ -53,6 +54,60 @@ def run_pure(
     with _trace.frame(dict(zip(variables, values, strict=True)), records=records) as frame:
         out = fn(*args, **(kwargs or {}))
     return out, frame
+
+
+def touched(
+    fn: Callable[..., Any],
+    *args: Any,
+    transform: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    adapt: Callable[[Variable, Any], Any] | None = None,
+) -> tuple[list[Variable], list[Variable]]:
+    """The variables ``fn(*args)`` assigns and those it only reads: ``(assigned, read)``.
+
+    Found by tracing it once abstractly (``jax.eval_shape``), inside
+    ``transform`` if given (e.g. the ``jax.vmap`` it will run under, so that
+    axis names resolve); ``adapt`` turns a variable's value into what one
+    iteration or lane sees. Variables that ``fn`` makes with ``get_variable``
+    are created here, concretely.
+    """
+    frames: list[_trace.Frame] = []
+
+    def probe(*call_args: Any) -> Any:
+        with _trace.frame({}, records=True) as frame:
+            frame.adapt = adapt
+            out = fn(*call_args)
+        frames.append(frame)
+        return out
+
+    jax.eval_shape(transform(probe) if transform else probe, *args)
+    frame = frames[-1]
+    return list(frame.assigned), [v for v in frame.discovered if v not in frame.assigned]
+
+
+def pure_of(
+    fn: Callable[..., Any], variables: Sequence[Variable], *, what: str, mark: bool = True
+) -> Callable[..., Any]:
+    """``fn`` as a pure function ``(values, *args) -> (result, new values)`` of ``variables``.
+
+    ``variables`` must hold every variable ``fn`` assigns (from ``touched``);
+    one it assigns only when traced again (Python control flow that changed
+    in between) is an error naming it. With ``mark``, Variables in the result
+    are marked (see module doc); loops, whose carry must keep its structure,
+    pass ``mark=False``.
+    """
+    expected = dict.fromkeys(variables)  # identity membership
+
+    def pure(values: Sequence[Any], *args: Any) -> Any:
+        out, frame = run_pure(fn, variables, values, args, records=True)
+        extra = [v.name for v in frame.assigned if v not in expected]
+        if extra:
+            raise JaxvarsValueError(
+                f"{what}: assigned {extra} when traced but not on its first, probing run; "
+                "make the variables it assigns independent of the values it is traced with."
+            )
+        return (mark_returned(out) if mark else out), collect(frame, variables)
+
+    return pure
 
 
 def collect(frame: _trace.Frame, variables: Sequence[Variable]) -> list[Any]:

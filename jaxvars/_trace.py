@@ -23,7 +23,7 @@ import contextlib
 import contextvars
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import jax
@@ -79,6 +79,7 @@ class Frame:
         "records",
         "parent",
         "trace",
+        "adapt",
     )
 
     def __init__(self, values: dict[Variable, Any], *, records: bool) -> None:
@@ -90,6 +91,9 @@ class Frame:
         self.records = records
         self.parent = current.get()
         self.trace = get_opaque_trace_state()
+        # What one iteration or lane sees of a variable found on the way
+        # (a slice of a stacked one), for the abstract pass of scan and vmap.
+        self.adapt: Callable[[Variable, Any], Any] | None = None
 
     def read(self, variable: Variable) -> Any:
         frame: Frame | None = self
@@ -102,6 +106,8 @@ class Frame:
                 # constant, or an outer frame's tracer) and remember it, so the
                 # transform can retrace with the variable as an input.
                 value = frame.parent.read(variable) if frame.parent else concrete(variable)
+                if frame.adapt is not None:
+                    value = frame.adapt(variable, value)
                 frame.values[variable] = value
                 frame.discovered[variable] = None
                 return value

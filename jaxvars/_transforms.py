@@ -178,38 +178,17 @@ def fori_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], init_val:
     """
     if _current_frame() is None:
         return _eager_loop(lower, upper, body, init_val)
-    assigned = _loop_assigned(body, init_val)
-    carried = dict.fromkeys(assigned)  # identity membership
+    assigned = _lift.touched(body, 0, init_val)[0]
+    step_of = _lift.pure_of(body, assigned, what="jv.fori_loop body", mark=False)
 
     def step(i: Any, carry: Any) -> Any:
         value, values = carry
-        value, frame = _lift.run_pure(body, assigned, values, (i, value), records=True)
-        extra = [v.name for v in frame.assigned if v not in carried]
-        if extra:
-            raise JaxvarsValueError(
-                f"jv.fori_loop: the body assigned {extra} when traced but not on its "
-                "first, probing run; make the variables it assigns independent of the "
-                "loop index and carry."
-            )
-        return value, _lift.collect(frame, assigned)
+        return step_of(values, i, value)
 
     init = (init_val, _lift.snapshot(assigned))
     value, values = jax.lax.fori_loop(lower, upper, step, init)
     _lift.apply(assigned, values)
     return value
-
-
-def _loop_assigned(body: Callable[[Any, Any], Any], init_val: Any) -> list[Variable]:
-    """The variables ``body`` assigns, found by tracing it once abstractly."""
-    found: list[Variable] = []
-
-    def probe(i: Any, carry: Any) -> Any:
-        out, frame = _lift.run_pure(body, [], [], (i, carry), records=True)
-        found.extend(frame.assigned)
-        return out
-
-    jax.eval_shape(probe, 0, init_val)
-    return found
 
 
 # Compiled eager loops, per body function. Weak on both sides: a body (and the

@@ -209,8 +209,12 @@ class Variable(ArrayOperators):
             TypeError: ``value``'s dtype cannot be cast ``same_kind`` to this one.
         """
         array, weak = _dtypes.to_array(unwrap(value), name=self._name)
-        if tuple(array.shape) != self.shape:
-            raise self._shape_error("assign", array.shape)
+        # Inside a transform, the shape one lane or iteration sees (a slice of
+        # a variable split by jv.vmap or jv.scan).
+        frame = _current_frame()
+        shape = self.shape if frame is None else tuple(frame.read(self).shape)
+        if tuple(array.shape) != shape:
+            raise self._shape_error("assign", array.shape, shape)
         new = _dtypes.cast(array, weak, self.dtype, name=self._name, op="assign")
         self._write(new)
         return self
@@ -255,7 +259,7 @@ class Variable(ArrayOperators):
             old = self._array if frame is None else frame.read(self)
             before = old.aval
             if delta.shape != before.shape and not _broadcasts_to(delta.shape, before.shape):
-                raise self._shape_error(what, delta.shape)
+                raise self._shape_error(what, delta.shape, tuple(before.shape))
             new = op(old, delta)
             after = new.aval
             if after.dtype != before.dtype or after.weak_type:
@@ -310,10 +314,15 @@ class Variable(ArrayOperators):
             sharding = _placement.replicated_on(sharding)
         return jax.device_put(operand, sharding)
 
-    def _shape_error(self, op: str, value_shape: tuple[int, ...]) -> JaxvarsValueError:
+    def _shape_error(
+        self, op: str, value_shape: tuple[int, ...], shape: tuple[int, ...] | None = None
+    ) -> JaxvarsValueError:
         return JaxvarsValueError(
             SHAPE_MISMATCH.format(
-                op=op, name=self._name, shape=self.shape, value_shape=tuple(value_shape)
+                op=op,
+                name=self._name,
+                shape=self.shape if shape is None else shape,
+                value_shape=tuple(value_shape),
             )
         )
 

@@ -8,6 +8,7 @@ PUBLIC = {
     "Store",
     "Variable",
     "VariableScope",
+    "cond",
     "config",
     "default_store",
     "device",
@@ -18,13 +19,18 @@ PUBLIC = {
     "make_template",
     "name_scope",
     "random",
+    "remat",
     "reset_default_store",
     "restore",
     "save",
+    "scan",
     "set_log_device_placement",
     "sharding_rules",
+    "switch",
     "value_and_grad",
     "variable_scope",
+    "vmap",
+    "while_loop",
 }
 NOT_OWN_OBJECTS = {"config", "AUTO_REUSE", "random"}
 

@@ -1,0 +1,324 @@
+"""Lifted transforms: cond, switch, while_loop, scan, vmap, remat (API.md section 9).
+
+Values are checked against the same computation written with plain JAX.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxvars as jv
+
+# -- cond and switch ------------------------------------------------------------------------
+
+
+def test_cond_applies_only_the_taken_branchs_assignments_inside_jit():
+    hits = jv.Variable(0, name="hits")
+    misses = jv.Variable(0, name="misses")
+
+    @jv.jit
+    def count(x):
+        return jv.cond(
+            x > 0,
+            lambda v: hits.assign_add(1) * 0 + v,
+            lambda v: misses.assign_add(1) * 0 - v,
+            x,
+        )
+
+    assert [float(count(x)) for x in (1.0, -2.0, 3.0)] == [1.0, 2.0, 3.0]
+    assert int(hits) == 2 and int(misses) == 1
+
+
+def test_eager_cond_runs_only_the_taken_branch():
+    ran = []
+    v = jv.Variable(0.0, name="v")
+
+    def yes():
+        ran.append("yes")
+        v.assign(1.0)
+        return v.value
+
+    def no():
+        ran.append("no")
+        v.assign(-1.0)
+        return v.value
+
+    assert float(jv.cond(True, yes, no)) == 1.0
+    assert ran == ["yes"] and float(v) == 1.0
+
+
+def test_switch_clamps_and_assigns_like_lax_switch():
+    v = jv.Variable(0.0, name="v")
+    branches = [lambda x, i=i: v.assign(x) * 0 + 10.0 * i for i in range(3)]
+    step = jv.jit(lambda i, x: jv.switch(i, branches, x))
+    for index, expected in ((0, 0.0), (2, 20.0), (7, 20.0), (-3, 0.0)):
+        out = step(index, float(index))
+        assert float(out) == jax.lax.switch(index, [lambda x, i=i: 10.0 * i for i in range(3)], 0.0)
+        assert float(out) == expected
+    assert float(v) == -3.0
+
+
+# -- while_loop -----------------------------------------------------------------------------
+
+
+def test_while_loop_body_assigns_and_matches_plain_jax():
+    total = jv.Variable(0, name="total")
+
+    def body(i):
+        total.assign_add(i)
+        return i + 1
+
+    @jv.jit
+    def run(limit):
+        return jv.while_loop(lambda i: total.value < limit, body, 0)
+
+    i = run(10)
+
+    def plain(carry):
+        i, t = carry
+        return i + 1, t + i
+
+    expected_i, expected_total = jax.lax.while_loop(lambda c: c[1] < 10, plain, (0, 0))
+    assert int(i) == int(expected_i) and int(total) == int(expected_total)
+    assert int(jv.while_loop(lambda i: i < 3, body, 0)) == 3  # eagerly too
+    assert int(total) == int(expected_total) + 3
+
+
+def test_assigning_in_while_loops_cond_is_an_error_naming_the_variable():
+    v = jv.Variable(0, name="sneaky")
+
+    def cond(i):
+        v.assign_add(1)
+        return i < 3
+
+    with pytest.raises(ValueError, match="cond_fun assigns variable\\(s\\) 'sneaky'") as e:
+        jv.while_loop(cond, lambda i: i + 1, 0)
+    assert isinstance(e.value, jv.JaxvarsError) and int(v) == 0
+
+
+# -- scan ---------------------------------------------------------------------------------------
+
+
+def test_scan_carries_assigned_variables():
+    running = jv.Variable(0.0, name="running")
+
+    def f(carry, x):
+        running.assign(0.9 * running + x)
+        return carry + x, running.value
+
+    xs = jnp.arange(5.0)
+    carry, ys = jv.jit(lambda xs: jv.scan(f, 0.0, xs))(xs)
+
+    def plain(c, x):
+        r, total = c
+        r = 0.9 * r + x
+        return (r, total + x), r
+
+    (r, total), expected = jax.lax.scan(plain, (0.0, 0.0), xs)
+    np.testing.assert_allclose(ys, expected, rtol=1e-6)
+    assert float(carry) == float(total)
+    np.testing.assert_allclose(float(running), float(r), rtol=1e-6)
+
+
+class Layers(jv.Module):
+    """``depth`` residual layers whose weights are stacked on axis 0."""
+
+    def __init__(self, depth, width):
+        super().__init__()
+        self.w = jv.Variable(jv.random.normal((depth, width, width)) * 0.3, name="w")
+        self.b = jv.Variable(jnp.zeros((depth, width)), name="b")
+        self.calls = jv.Variable(jnp.zeros(depth, jnp.int32), name="calls")
+
+
+def layer(h, w, b):
+    return h + jnp.tanh(h @ w + b)
+
+
+def test_scan_over_layers_matches_the_unrolled_model_with_stacked_gradients():
+    traces = []
+
+    def scanned(model, h):
+        def body(h, _):
+            traces.append(1)
+            model.calls.assign_add(1)  # per iteration: writes slice i
+            return layer(h, model.w.value, model.b.value), None
+
+        return jv.scan(body, h, length=model.w.shape[0], variable_axes={model: 0})[0]
+
+    def unrolled(model, h):
+        for i in range(model.w.shape[0]):
+            h = layer(h, model.w[i], model.b[i])
+        return h
+
+    model = Layers(6, 4)
+    h = jnp.ones((2, 4))
+    np.testing.assert_allclose(scanned(model, h), unrolled(model, h), rtol=1e-5)
+    np.testing.assert_array_equal(model.calls.numpy(), np.ones(6))
+    grads = jv.grad(lambda: jnp.sum(scanned(model, h)), [model.w, model.b])()
+    expected = jv.grad(lambda: jnp.sum(unrolled(model, h)), [model.w, model.b])()
+    assert grads[0].shape == (6, 4, 4)
+    for g, e in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
+    traces.clear()
+    scanned(Layers(3, 4), h)
+    shallow = len(traces)
+    traces.clear()
+    scanned(Layers(24, 4), h)
+    assert len(traces) == shallow  # traced a constant number of times, whatever the depth
+
+
+def test_scan_variable_axes_by_name_pattern_and_other_axis():
+    w = jv.Variable(jnp.arange(6.0).reshape(2, 3), name="stack/w")  # layers on axis 1
+
+    def body(h, _):
+        return h * w.value.sum(), None  # one column per iteration
+
+    out, _ = jv.scan(body, 1.0, length=3, variable_axes={"^stack/": 1})
+    assert float(out) == (0 + 3) * (1 + 4) * (2 + 5)
+
+
+# -- vmap ---------------------------------------------------------------------------------------
+
+
+def test_vmap_broadcasts_reads_and_splits_variables_in_variable_axes():
+    scale = jv.Variable(2.0, name="scale")
+    per_lane = jv.Variable(jnp.zeros(3), name="per_lane")
+
+    def f(x):
+        per_lane.assign(x * scale)
+        return x + scale
+
+    out = jv.jit(jv.vmap(f, variable_axes={per_lane: 0}))(jnp.arange(3.0))
+    np.testing.assert_array_equal(out, jax.vmap(lambda x: x + 2.0)(jnp.arange(3.0)))
+    np.testing.assert_array_equal(per_lane.numpy(), [0.0, 2.0, 4.0])
+
+
+def test_assigning_a_broadcast_variable_per_lane_is_an_error_naming_it():
+    shared = jv.Variable(0.0, name="shared")
+    other = jv.Variable(0.0, name="other")
+
+    def f(x):
+        other.assign(1.0)  # the same in every lane: allowed
+        shared.assign(x)
+        return x
+
+    with pytest.raises(ValueError, match="variable 'shared' is broadcast.*variable_axes.*pmean"):
+        jv.vmap(f)(jnp.arange(3.0))
+    assert float(shared) == 0.0 and float(other) == 0.0
+
+
+def test_batch_statistics_reduced_over_axis_name():
+    mean = jv.Variable(0.0, name="running_mean")
+
+    @jv.jit
+    def normalise(xs):
+        def one(x):
+            mean.assign(0.9 * mean + 0.1 * jax.lax.pmean(x, "batch"))
+            return x - jax.lax.pmean(x, "batch")
+
+        return jv.vmap(one, axis_name="batch")(xs)
+
+    xs = jnp.array([1.0, 2.0, 3.0, 6.0])
+    np.testing.assert_allclose(normalise(xs), xs - 3.0)
+    normalise(xs)
+    np.testing.assert_allclose(float(mean), 0.9 * (0.1 * 3.0) + 0.1 * 3.0, rtol=1e-6)
+
+
+# -- remat --------------------------------------------------------------------------------------
+
+
+def test_remat_keeps_values_and_gradients_and_assigns_once_per_call():
+    w = jv.Variable(jnp.array([0.5, -1.0]), name="w")
+    calls = jv.Variable(0, name="calls")
+
+    def block(x):
+        calls.assign_add(1)
+        return jnp.sum(jnp.sin(x * w) ** 2)
+
+    value, grad = jv.value_and_grad(lambda: jv.remat(block)(3.0), w)()
+    expected_value, expected_grad = jax.value_and_grad(lambda w_: jnp.sum(jnp.sin(3.0 * w_) ** 2))(
+        jnp.array([0.5, -1.0])
+    )
+    np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-6)
+    assert int(calls) == 1
+    jv.jit(lambda: jv.grad(lambda: jv.remat(block)(1.0), w)())()
+    assert int(calls) == 2
+
+
+def test_remat_static_argnums():
+    w = jv.Variable(2.0, name="w")
+    f = jv.remat(lambda x, power: (x * w) ** power, static_argnums=1)
+    assert float(f(1.5, 2)) == 9.0
+
+
+# -- nesting and failures -------------------------------------------------------------------------
+
+
+def test_scan_inside_vmap_inside_jit_and_cond_inside_scan_inside_grad():
+    counter = jv.Variable(jnp.zeros(2), name="counter")
+
+    @jv.jit
+    def nested(xs):
+        def lane(row):
+            def body(c, x):
+                counter.assign_add(1.0)
+                return c + x, None
+
+            return jv.scan(body, 0.0, row)[0]
+
+        return jv.vmap(lane, variable_axes={counter: 0})(xs)
+
+    out = nested(jnp.ones((2, 4)))
+    np.testing.assert_array_equal(out, [4.0, 4.0])
+    np.testing.assert_array_equal(counter.numpy(), [4.0, 4.0])
+
+    w = jv.Variable(1.5, name="w")
+    flips = jv.Variable(0, name="flips")
+
+    def loss():
+        def body(c, x):
+            c = jv.cond(x > 0, lambda: c * w, lambda: flips.assign_add(1) * 0 + c)
+            return c, None
+
+        return jv.scan(body, 1.0, jnp.array([1.0, -1.0, 1.0]))[0]
+
+    g = jv.grad(loss, w)()
+    assert float(g) == pytest.approx(2 * 1.5)  # d(w^2)/dw
+    assert int(flips) == 1
+
+
+@pytest.mark.parametrize("transform", ["cond", "while_loop", "scan", "vmap", "remat"])
+def test_when_the_function_raises_no_variable_changes(transform):
+    v = jv.Variable(1.0, name="v")
+
+    def boom(*_):
+        v.assign(5.0)
+        raise RuntimeError("boom")
+
+    calls = {
+        "cond": lambda: jv.cond(jnp.bool_(True), boom, boom),
+        "while_loop": lambda: jv.while_loop(lambda c: c < 1, boom, 0),
+        "scan": lambda: jv.scan(boom, 0.0, length=2),
+        "vmap": lambda: jv.vmap(boom)(jnp.ones(2)),
+        "remat": lambda: jv.remat(boom)(1.0),
+    }
+    with pytest.raises(RuntimeError, match="boom"):
+        jv.jit(calls[transform])() if transform == "cond" else calls[transform]()
+    assert float(v) == 1.0 and not isinstance(v.value, jax.core.Tracer)
+
+
+def test_a_variable_assigned_only_after_the_probing_run_is_an_error_naming_it():
+    late = jv.Variable(0.0, name="late")
+    runs = []
+
+    def body(c, x):
+        runs.append(1)
+        if len(runs) > 1:  # Python state that changed between the two traces
+            late.assign(x)
+        return c, None
+
+    with pytest.raises(ValueError, match="jv.scan body: assigned \\['late'\\].*probing run"):
+        jv.scan(body, 0.0, jnp.ones(2))
+    assert float(late) == 0.0
