@@ -7,6 +7,7 @@ from ._config import config as config
 from ._errors import JaxvarsError as JaxvarsError
 from ._jit import jit as jit
 from ._lifted import cond as cond
+from ._lifted import eval_shape as eval_shape
 from ._lifted import remat as remat
 from ._lifted import scan as scan
 from ._lifted import switch as switch
@@ -45,6 +46,7 @@ __all__ = [
     "config",
     "default_store",
     "device",
+    "eval_shape",
     "fori_loop",
     "get_variable",
     "grad",
@@ -77,6 +79,7 @@ for _public in (
     cond,
     default_store,
     device,
+    eval_shape,
     fori_loop,
     get_variable,
     grad,

@@ -420,3 +420,47 @@ def remat(
         return _lift.restore_returned(out)
 
     return rematerialised
+
+
+# -- eval_shape --------------------------------------------------------------------------------
+
+
+def eval_shape(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn`` without computing or allocating anything, as ``jax.eval_shape`` does.
+
+    Variables created inside are abstract: they have ``.name``, ``.shape``,
+    ``.dtype``, ``.sharding`` (under ``jv.sharding_rules``) and ``.trainable``
+    but no value (``v.is_abstract``); reading or computing with one raises an
+    error naming it, and assigning it (``jv.restore`` does) gives it a value.
+    Modules, ``get_variable``, Optimizers and sharding rules all work. Existing
+    variables are not changed. Arrays in the result come back as
+    ``jax.ShapeDtypeStruct``; Variables and Modules as themselves.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jaxvars as jv
+        >>> big = jv.eval_shape(lambda: jv.Variable(jnp.zeros((2**16, 2**15)), name="big"))
+        >>> big.shape, big.is_abstract
+        ((65536, 32768), True)
+    """
+    kept: list[Any] = []
+
+    def run(*call_args: Any, **call_kwargs: Any) -> Any:
+        # Assignments (a random draw, say) land in this frame and are dropped.
+        out, _ = _lift.run_pure(fn, [], [], call_args, call_kwargs, records=True)
+        leaves, treedef = jax.tree_util.tree_flatten(out, is_leaf=_is_object)
+        kept.append((leaves, treedef))
+        return [x for x in leaves if not _is_object(x) and isinstance(x, jax.Array)]
+
+    token = _trace.abstract.set(True)
+    try:
+        arrays = iter(jax.eval_shape(run, *args, **kwargs))
+    finally:
+        _trace.abstract.reset(token)
+    leaves, treedef = kept[-1]
+    leaves = [next(arrays) if not _is_object(x) and isinstance(x, jax.Array) else x for x in leaves]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _is_object(x: Any) -> bool:
+    return isinstance(x, (Variable, Module))

@@ -8,6 +8,7 @@ from typing import Any, cast
 import jax
 import jax.numpy as jnp
 import optax
+from jax.core import Tracer
 
 from . import _naming, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
@@ -62,7 +63,14 @@ class Optimizer:
         parent = current_scope().name
         self._scope = active_store()._unique_name(f"{parent}/{name}" if parent else name)
         with _trace.outside():
-            state = tx.init({key: v.value for key, v in self.variables.items()})
+            if any(v.is_abstract for v in self.variables.values()):
+                # Abstract parameters (jv.eval_shape): abstract state, nothing computed.
+                shapes = {
+                    k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in self.variables.items()
+                }
+                state = jax.eval_shape(tx.init, shapes)
+            else:
+                state = tx.init({key: v.value for key, v in self.variables.items()})
             paths_and_leaves, self._treedef = jax.tree_util.tree_flatten_with_path(state)
             self._state = [
                 self._state_variable(_path_name(path), leaf) for path, leaf in paths_and_leaves
@@ -71,7 +79,7 @@ class Optimizer:
 
     def _state_variable(self, key: str, leaf: Any) -> Variable:
         full = f"{self._scope}/{key}"
-        committed = isinstance(leaf, jax.Array) and leaf.committed
+        committed = isinstance(leaf, jax.Array) and not isinstance(leaf, Tracer) and leaf.committed
         with _naming.prefix(""):
             variable = Variable(
                 leaf, name=full, trainable=False, sharding=leaf.sharding if committed else None

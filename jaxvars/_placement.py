@@ -264,6 +264,8 @@ def expression(op: Callable[..., Any], operands: list[Any], names: list[str]) ->
 
 
 def placement_of(value: jax.Array) -> str:
+    if isinstance(value, jax.ShapeDtypeStruct):
+        return describe_array(value)
     devices = value.devices()
     if len(devices) == 1:
         return describe(next(iter(devices)))
@@ -299,6 +301,8 @@ def place(value: jax.Array, sharding: Sharding, name: str, copy: bool = False) -
 
 def describe_array(value: jax.Array) -> str:
     """``device=cpu:0 (uncommitted)``, or ``sharding=...`` for several devices."""
+    if isinstance(value, jax.ShapeDtypeStruct):
+        return "abstract" if value.sharding is None else f"abstract, sharding={value.sharding}"
     devices = value.devices()
     if len(devices) != 1:
         return f"sharding={value.sharding}"

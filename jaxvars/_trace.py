@@ -143,7 +143,10 @@ def concrete(variable: Variable) -> Any:
     """The variable's own array, handed to traced code (which may capture it)."""
     with STATE_LOCK:
         LAST[0] = None  # so jv.jit checks before donating it
-        return variable._array
+        array = variable._array
+    if isinstance(array, jax.ShapeDtypeStruct):
+        raise variable._abstract_error()
+    return array
 
 
 # The outputs of the latest jv.jit call, as (entry token, arrays), until any
@@ -183,14 +186,20 @@ def note_module(module: Any) -> None:
         frame.modules[module] = None
 
 
+# True inside jv.eval_shape: variables created there are abstract, and nothing
+# (not even an initial value) is computed.
+abstract: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxvars_abstract", default=False)
+
+
 @contextlib.contextmanager
 def outside() -> Iterator[None]:
     """Run eagerly on concrete values, as if no transform were tracing.
 
     Variable creation uses it, so that initial values (and the random keys
     drawn for them) are concrete even when a variable is created inside jv.jit.
+    Inside jv.eval_shape it changes nothing: there values stay abstract.
     """
-    if current.get() is None:
+    if current.get() is None or abstract.get():
         # Already eager. ensure_compile_time_eval would only slow initializers
         # down (it runs them primitive by primitive, with full-size temporaries).
         yield

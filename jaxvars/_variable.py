@@ -75,7 +75,9 @@ class Variable(ArrayOperators):
     # NumPy defers to our reflected operators instead of converting us.
     __array_priority__ = 100
 
-    _array: jax.Array  # the concrete value; read it through _value, which sees traces
+    # The concrete value (a ShapeDtypeStruct while abstract); read it through
+    # _value, which sees traces.
+    _array: Any
     _name: str
     _trainable: bool | jax.Array
     _sharding: Sharding | None
@@ -100,7 +102,11 @@ class Variable(ArrayOperators):
         with _trace.outside():  # initial values are concrete, even inside jv.jit
             if callable(initial_value) and not isinstance(initial_value, Variable):
                 initial_value = initial_value()
-            self._array = _initial_array(initial_value, name, dtype, self._sharding)
+            if _trace.abstract.get() or isinstance(initial_value, jax.ShapeDtypeStruct):
+                # Inside jv.eval_shape, or from a ShapeDtypeStruct: a shape, a dtype, no value.
+                self._array = _abstract_array(initial_value, name, dtype, self._sharding)
+            else:
+                self._array = _initial_array(initial_value, name, dtype, self._sharding)
         # Not the setter: a new variable is in no compiled code, so nothing retraces.
         self._trainable = self._checked_trainable(trainable)
         _placement.log_creation(name, self._array)
@@ -116,8 +122,27 @@ class Variable(ArrayOperators):
         if frame is None:
             with _LOCK:  # never a buffer that a jv.jit step in another thread donates
                 _LAST[0] = None  # the array may now be held outside jaxvars
-                return self._array
+                array = self._array
+            if type(array) is not _ArrayImpl:  # an abstract variable (jv.eval_shape)
+                raise self._abstract_error()
+            return array
         return frame.read(self)
+
+    @property
+    def is_abstract(self) -> bool:
+        """True for a variable made inside ``jv.eval_shape``: it has no value yet.
+
+        Assigning it (``jv.restore`` does) gives it one.
+        """
+        return isinstance(self._array, jax.ShapeDtypeStruct)
+
+    def _abstract_error(self) -> JaxvarsValueError:
+        return JaxvarsValueError(
+            f"Variable '{self._name}' is abstract (made inside jv.eval_shape): it has a shape "
+            f"{self.shape} and dtype {self.dtype} but no value to read or compute with. "
+            "Assign it a value first (v.assign(...), or jv.restore from a checkpoint), or "
+            "create it outside jv.eval_shape."
+        )
 
     @property
     def value(self) -> jax.Array:
@@ -159,8 +184,13 @@ class Variable(ArrayOperators):
 
     @property
     def device(self) -> Device | None:
-        """The ``jax.Device`` holding the value, or None when sharded over several."""
-        devices = self._array.devices()
+        """The ``jax.Device`` holding the value, or None when sharded over several
+        (or, for an abstract variable, not placed)."""
+        if self.is_abstract:
+            sharding = self._sharding
+            devices = sharding.device_set if sharding is not None else set()
+        else:
+            devices = self._array.devices()
         return next(iter(devices)) if len(devices) == 1 else None
 
     @property
@@ -197,7 +227,8 @@ class Variable(ArrayOperators):
                 f"trainable of variable '{self._name}' must be a bool or a boolean mask of the "
                 f"variable's shape {self.shape}; got {got}. The setting is unchanged."
             )
-        return jnp.asarray(trainable, dtype=bool)
+        with jax.ensure_compile_time_eval():  # a concrete mask, also inside jv.eval_shape
+            return jnp.asarray(trainable, dtype=bool)
 
     # -- assigning ---------------------------------------------------------------
 
@@ -257,6 +288,8 @@ class Variable(ArrayOperators):
         with _LOCK:
             frame = _current_frame()
             old = self._array if frame is None else frame.read(self)
+            if frame is None and type(old) is not _ArrayImpl:
+                raise self._abstract_error()
             before = old.aval
             if delta.shape != before.shape and not _broadcasts_to(delta.shape, before.shape):
                 raise self._shape_error(what, delta.shape, tuple(before.shape))
@@ -333,10 +366,13 @@ class Variable(ArrayOperators):
             trainable = str(self._trainable)
         else:
             trainable = f"mask({int(self._trainable.sum())} of {self._trainable.size})"
-        try:
-            values = np.array2string(np.asarray(self._value), separator=", ")
-        except Exception:  # a tracer (inside jv.jit) has no values to show
-            values = repr(self._value)
+        if self.is_abstract:
+            values = "<abstract>"
+        else:
+            try:
+                values = np.array2string(np.asarray(self._value), separator=", ")
+            except Exception:  # a tracer (inside jv.jit) has no values to show
+                values = repr(self._value)
         return (
             f"<jaxvars.Variable '{self._name}' shape={self.shape} dtype={self.dtype} "
             f"trainable={trainable} {_placement.describe_array(self._array)} value={values}>"
@@ -393,6 +429,26 @@ class Variable(ArrayOperators):
 
     def __format__(self, spec: str) -> str:
         return format(self._value, spec) if spec else repr(self)
+
+
+def _abstract_array(
+    initial_value: Any, name: str, dtype: Any, sharding: Sharding | None
+) -> jax.ShapeDtypeStruct:
+    """The shape and dtype ``_initial_array`` would give, without computing anything."""
+    if isinstance(initial_value, jax.ShapeDtypeStruct):
+        shape, value_dtype = initial_value.shape, np.dtype(initial_value.dtype)
+        target = value_dtype if dtype is None else _dtypes.canonical_dtype(dtype, name=name)
+    else:
+        if isinstance(initial_value, Variable):
+            initial_value = initial_value._value
+        array, weak = _dtypes.to_array(initial_value, name=name)
+        target = (
+            _dtypes.infer_dtype(array)
+            if dtype is None
+            else _dtypes.canonical_dtype(dtype, name=name)
+        )
+        shape = _dtypes.cast(array, weak, target, name=name, op="assign").shape
+    return jax.ShapeDtypeStruct(tuple(shape), target, sharding=sharding)
 
 
 def _initial_array(

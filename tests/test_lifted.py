@@ -322,3 +322,66 @@ def test_a_variable_assigned_only_after_the_probing_run_is_an_error_naming_it():
     with pytest.raises(ValueError, match="jv.scan body: assigned \\['late'\\].*probing run"):
         jv.scan(body, 0.0, jnp.ones(2))
     assert float(late) == 0.0
+
+
+# -- eval_shape ---------------------------------------------------------------------------------
+
+
+def test_eval_shape_makes_abstract_variables_and_allocates_nothing():
+    import optax
+    from jax.sharding import Mesh, PartitionSpec
+    from models import MLP
+
+    existing = jv.Variable(1.0, name="existing")
+    mesh = Mesh(np.array(jax.devices()[:2]), ("model",))
+
+    def build():
+        existing.assign(5.0)  # dropped: existing variables are not changed
+        huge = jv.Variable(jnp.zeros((2**16, 2**15)), name="huge")  # 2**31 elements
+        with jv.variable_scope("scoped"):
+            w = jv.get_variable("w", (3, 4))
+        model = MLP([3, 8, 2])
+        opt = jv.Optimizer(optax.adam(1e-3), model)
+        return huge, w, model, opt, jnp.ones((2, 2)) * 3
+
+    with jv.sharding_rules({r"/w$": PartitionSpec(None, "model")}, mesh):
+        huge, w, model, opt, array = jv.eval_shape(build)
+    assert float(existing) == 1.0
+    assert huge.is_abstract and huge.shape == (2**16, 2**15) and huge.dtype == np.float32
+    assert w.name == "scoped/w" and w.is_abstract and "scoped/w" in jv.default_store()
+    assert all(v.is_abstract for v in model.variables)
+    assert model.layers[0].w.sharding.spec == PartitionSpec(None, "model")
+    assert all(v.is_abstract for v in opt.state_variables.values())
+    assert isinstance(array, jax.ShapeDtypeStruct) and array.shape == (2, 2)
+    assert "abstract" in repr(huge)
+
+
+def test_reading_an_abstract_variable_is_an_error_naming_it_and_assigning_fills_it():
+    v = jv.eval_shape(lambda: jv.Variable(jnp.ones(3), name="ghost"))
+    reads = [
+        lambda: v.value,
+        lambda: v + 1,
+        lambda: v.numpy(),
+        lambda: v.assign_add(1.0),
+        lambda: jv.jit(lambda: v * 2)(),
+    ]
+    for read in reads:
+        with pytest.raises(ValueError, match="'ghost' is abstract") as e:
+            read()
+        assert isinstance(e.value, jv.JaxvarsError)
+    v.assign([1.0, 2.0, 3.0])
+    assert not v.is_abstract and v.numpy().tolist() == [1.0, 2.0, 3.0]
+
+
+def test_an_abstract_model_is_a_restore_target(tmp_path):
+    from models import MLP
+
+    jv.random.set_seed(4)
+    model = MLP([3, 4, 1])
+    path = str(tmp_path / "m.safetensors")
+    jv.save(path, model)
+    with jv.Store():
+        abstract = jv.eval_shape(lambda: MLP([3, 4, 1]))
+    jv.restore(path, abstract)
+    for got, saved in zip(abstract.variables, model.variables, strict=True):
+        np.testing.assert_array_equal(got.numpy(), saved.numpy())

@@ -12,6 +12,7 @@ PUBLIC = {
     "config",
     "default_store",
     "device",
+    "eval_shape",
     "fori_loop",
     "get_variable",
     "grad",
