@@ -61,14 +61,16 @@ def touched(
     *args: Any,
     transform: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
     adapt: Callable[[Variable, Any], Any] | None = None,
+    created: list[Variable] | None = None,
 ) -> tuple[list[Variable], list[Variable]]:
     """The variables ``fn(*args)`` assigns and those it only reads: ``(assigned, read)``.
 
     Found by tracing it once abstractly (``jax.eval_shape``), inside
     ``transform`` if given (e.g. the ``jax.vmap`` it will run under, so that
     axis names resolve); ``adapt`` turns a variable's value into what one
-    iteration or lane sees. Variables that ``fn`` makes with ``get_variable``
-    are created here, concretely.
+    iteration or lane sees. Variables that ``fn`` makes (``get_variable``, a
+    module that builds itself) are created here, concretely, and appended to
+    ``created`` if given.
     """
     frames: list[_trace.Frame] = []
 
@@ -81,6 +83,8 @@ def touched(
 
     jax.eval_shape(transform(probe) if transform else probe, *args)
     frame = frames[-1]
+    if created is not None:
+        created.extend(frame.created)
     return list(frame.assigned), [v for v in frame.discovered if v not in frame.assigned]
 
 

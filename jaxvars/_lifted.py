@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.core import Tracer
 
-from . import _lift, _trace
+from . import _lift, _random, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._module import Module
 from ._variable import Variable
@@ -263,8 +263,10 @@ def _axes_of(variable_axes: Any, what: str) -> Any:
 
 
 def _axis(axes: Any, variable: Variable) -> int | None:
-    if axes is None or isinstance(axes, int):
-        return axes
+    if axes is None:
+        return None
+    if isinstance(axes, int):  # every variable but jaxvars' random stream, always shared
+        return None if _random.is_stream(variable) else axes
     for key, axis in axes:
         if key is variable or (isinstance(key, re.Pattern) and key.search(variable.name)):
             return axis
@@ -322,6 +324,8 @@ def vmap(
                 f, in_axes=in_axes_all, out_axes=outs, axis_size=axis_size, axis_name=axis_name
             )
 
+        if _eager() and not args and axis_size is not None and _builds(axes):
+            return _ensemble(fn, axes, axis_size, out_axes)
         assigned, read = _lift.touched(
             fn,
             *args,
@@ -371,6 +375,58 @@ def vmap(
         return _lift.restore_returned(out)
 
     return mapped
+
+
+def _builds(axes: Any) -> bool:
+    """Whether ``variable_axes`` asks to build new variables: an int or name patterns
+    only (naming existing Variables or Modules means computing with them)."""
+    if isinstance(axes, int):
+        return True
+    return bool(axes) and all(isinstance(key, re.Pattern) for key, _ in axes)
+
+
+def _ensemble(fn: Callable[[], Any], axes: Any, size: int, out_axes: Any) -> Any:
+    """Build ``size`` members with ``fn`` and stack their variables: an ensemble.
+
+    Each member is ``fn`` run eagerly, drawing its own random numbers; members
+    after the first are built in a scratch store, so names never clash. Every
+    variable the first member created that ``variable_axes`` names then holds
+    all members' values stacked on its axis; the first member's objects are
+    returned, and arrays in the result are stacked on ``out_axes``.
+    """
+    from ._store import Store  # a late import: stores import variables
+
+    with _trace.collecting_creations() as created:
+        first = fn()
+    if not created:
+        raise JaxvarsValueError(
+            "jv.vmap over no arguments with axis_size= and variable_axes= (an int or name "
+            "patterns) builds an ensemble, but the function created no variable. To compute "
+            "with existing variables, name them: variable_axes={module: 0}."
+        )
+    members, outs = [created], [first]
+    for member in range(1, size):
+        with Store(), _trace.collecting_creations() as made:
+            outs.append(fn())
+        if len(made) != len(created):
+            raise JaxvarsValueError(
+                f"jv.vmap: member {member} created {len(made)} variables, member 0 created "
+                f"{len(created)}; every member of an ensemble must be built the same way."
+            )
+        members.append(made)
+    for position, variable in enumerate(created):
+        axis = _axis(axes, variable)
+        if axis is not None:
+            # A new variable, in no compiled code yet: its shape may still grow.
+            variable._array = jnp.stack([m[position]._array for m in members], axis=axis)
+    arrays = [jax.tree.leaves(out, is_leaf=_is_object) for out in outs]
+    leaves, treedef = jax.tree_util.tree_flatten(first, is_leaf=_is_object)
+    axis = out_axes if isinstance(out_axes, int) else 0
+    stacked = [
+        leaf if _is_object(leaf) else jnp.stack([a[i] for a in arrays], axis=axis)
+        for i, leaf in enumerate(leaves)
+    ]
+    return jax.tree_util.tree_unflatten(treedef, stacked)
 
 
 def _as_tuple(in_axes: Any, n: int) -> tuple[Any, ...]:

@@ -32,6 +32,11 @@ def _stream() -> Variable:
     return _state[0]
 
 
+def is_stream(variable: Variable) -> bool:
+    """Whether ``variable`` is the random stream's state."""
+    return bool(_state) and variable is _state[0]
+
+
 def _new_state() -> Variable:
     with jax.ensure_compile_time_eval():  # concrete, even if the first draw is traced
         return Variable(jax.random.PRNGKey(0), name="jaxvars/random_state", trainable=False)

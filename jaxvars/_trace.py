@@ -172,11 +172,31 @@ def frame(values: dict[Variable, Any], *, records: bool) -> Iterator[Frame]:
             opened.parent.modules.update(opened.modules)
 
 
+# Variables created eagerly while jv.vmap builds an ensemble's other members.
+_creations: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "jaxvars_creations", default=None
+)
+
+
 def note_created(variable: Variable) -> None:
     """Tell the open frame, if any, that ``variable`` was created inside it."""
     frame = current.get()
     if frame is not None:
         frame.created.append(variable)
+    collected = _creations.get()
+    if collected is not None:
+        collected.append(variable)
+
+
+@contextlib.contextmanager
+def collecting_creations() -> Iterator[list[Any]]:
+    """Collect the variables created (eagerly) inside, in order."""
+    created: list[Any] = []
+    token = _creations.set(created)
+    try:
+        yield created
+    finally:
+        _creations.reset(token)
 
 
 def note_module(module: Any) -> None:

@@ -385,3 +385,55 @@ def test_an_abstract_model_is_a_restore_target(tmp_path):
     jv.restore(path, abstract)
     for got, saved in zip(abstract.variables, model.variables, strict=True):
         np.testing.assert_array_equal(got.numpy(), saved.numpy())
+
+
+# -- ensembles ------------------------------------------------------------------------------------
+
+
+def test_an_ensemble_built_by_vmap_trains_each_member_as_if_alone():
+    import optax
+    from models import MLP
+
+    jv.random.set_seed(7)
+    ensemble = jv.vmap(lambda: MLP([2, 8, 1]), axis_size=4, variable_axes=0)()
+    assert [v.shape for v in ensemble.variables] == [(4, 2, 8), (4, 8), (4, 8, 1), (4, 1)]
+    first = ensemble.layers[0].w.numpy()
+    assert len({first[i].tobytes() for i in range(4)}) == 4  # members initialised apart
+    solo = MLP([2, 8, 1])  # member 2, trained alone
+    for v, stacked in zip(solo.variables, ensemble.variables, strict=True):
+        v.assign(stacked[2])
+    x = jax.random.normal(jax.random.PRNGKey(0), (16, 2))
+    y = jnp.sin(x[:, :1])
+    opt = jv.Optimizer(optax.sgd(0.1), ensemble)
+    solo_opt = jv.Optimizer(optax.sgd(0.1), solo)
+
+    @jv.jit
+    def step():
+        def loss():
+            predictions = jv.vmap(lambda: ensemble(x), axis_size=4, variable_axes={ensemble: 0})()
+            return jnp.sum(jnp.mean((predictions - y) ** 2, axis=(1, 2)))  # members apart
+
+        losses = jv.vmap(
+            lambda: jnp.mean((ensemble(x) - y) ** 2), axis_size=4, variable_axes={ensemble: 0}
+        )()
+        opt.apply_gradients(jv.grad(loss, ensemble)())
+        return losses
+
+    @jv.jit
+    def solo_step():
+        loss = lambda: jnp.mean((solo(x) - y) ** 2)  # noqa: E731
+        value = loss()
+        solo_opt.apply_gradients(jv.grad(loss, solo)())
+        return value
+
+    for _ in range(3):
+        losses = step()
+        solo_loss = solo_step()
+    np.testing.assert_allclose(losses[2], solo_loss, rtol=1e-5)
+    np.testing.assert_allclose(ensemble.layers[0].w[2], solo.layers[0].w.numpy(), rtol=1e-5)
+    assert len(set(np.asarray(losses).round(6).tolist())) == 4
+
+
+def test_building_an_ensemble_that_creates_nothing_is_an_error():
+    with pytest.raises(ValueError, match="builds an ensemble, but the function created no"):
+        jv.vmap(lambda: jnp.ones(2), axis_size=3, variable_axes=0)()
