@@ -12,6 +12,7 @@ like closures; JAX captures them as it captures any closed-over array.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
@@ -26,6 +27,7 @@ from ._module import Module
 from ._variable import Variable
 
 _current_frame = _trace.current.get
+_fresh = itertools.count()
 
 
 def _eager() -> bool:
@@ -314,6 +316,16 @@ def vmap(
     """
     axes = _axes_of(variable_axes, "jv.vmap")
 
+    # An axis name even when none is given: random draws fold in the lane index.
+    name = axis_name if axis_name is not None else f"jaxvars_vmap_{next(_fresh)}"
+
+    def in_lane(*lane_args: Any) -> Any:
+        token = _trace.lanes.set((*_trace.lanes.get(), name))
+        try:
+            return fn(*lane_args)
+        finally:
+            _trace.lanes.reset(token)
+
     @functools.wraps(fn)
     @_locked
     def mapped(*args: Any) -> Any:
@@ -321,13 +333,13 @@ def vmap(
 
         def run_vmap(f: Callable[..., Any], outs: Any) -> Callable[..., Any]:
             return jax.vmap(
-                f, in_axes=in_axes_all, out_axes=outs, axis_size=axis_size, axis_name=axis_name
+                f, in_axes=in_axes_all, out_axes=outs, axis_size=axis_size, axis_name=name
             )
 
         if _eager() and not args and axis_size is not None and _builds(axes):
             return _ensemble(fn, axes, axis_size, out_axes)
         assigned, read = _lift.touched(
-            fn,
+            in_lane,
             *args,
             transform=lambda probe: run_vmap(probe, out_axes),
             adapt=functools.partial(_one_slice, axes),
@@ -335,7 +347,7 @@ def vmap(
         split = [v for v in _union([assigned, read]) if _axis(axes, v) is not None]
         broadcast = [v for v in assigned if _axis(axes, v) is None]
         split_axes = [_axis(axes, v) for v in split]
-        body = _lift.pure_of(fn, [*split, *broadcast], what="jv.vmap")
+        body = _lift.pure_of(in_lane, [*split, *broadcast], what="jv.vmap")
         n = len(split)
 
         def pure(split_values: list[Any], *call_args: Any) -> Any:
@@ -350,7 +362,7 @@ def vmap(
                 in_axes=(split_axes, *in_axes_all),
                 out_axes=outs,
                 axis_size=axis_size,
-                axis_name=axis_name,
+                axis_name=name,
             )
 
         try:
@@ -358,7 +370,8 @@ def vmap(
                 _lift.snapshot(split), *args
             )
         except ValueError as e:
-            if "got axis spec None but output was batched" not in str(e):
+            message = str(e)
+            if "out_axes is None" not in message and "axis spec None" not in message:
                 raise
             # Which broadcast variable got a per-lane value: try each alone.
             for i, variable in enumerate(broadcast):

@@ -67,6 +67,8 @@ def next_key() -> jax.Array:
     with _trace.STATE_LOCK:  # two threads (or a thread and a jv.jit step) never draw one key
         state_value, key = jax.random.split(state.value)
         state.assign(state_value)
+    for axis_name in _trace.lanes.get():  # inside jv.vmap: each lane its own key
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
     return key
 
 

@@ -172,6 +172,11 @@ def frame(values: dict[Variable, Any], *, records: bool) -> Iterator[Frame]:
             opened.parent.modules.update(opened.modules)
 
 
+# The axis names of the jv.vmap lanes being traced, outermost first: random
+# draws fold in each lane's index, so that lanes draw differently.
+lanes: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar("jaxvars_lanes", default=())
+
+
 # Variables created eagerly while jv.vmap builds an ensemble's other members.
 _creations: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "jaxvars_creations", default=None

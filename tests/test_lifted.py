@@ -437,3 +437,17 @@ def test_an_ensemble_built_by_vmap_trains_each_member_as_if_alone():
 def test_building_an_ensemble_that_creates_nothing_is_an_error():
     with pytest.raises(ValueError, match="builds an ensemble, but the function created no"):
         jv.vmap(lambda: jnp.ones(2), axis_size=3, variable_axes=0)()
+
+
+def test_random_draws_differ_per_lane_and_advance_the_stream_once():
+    from jaxvars._random import _stream
+
+    before = _stream().numpy()
+    draws = jv.vmap(lambda x: x + jv.random.normal(()))(jnp.zeros(4))
+    assert len(set(np.asarray(draws).tolist())) == 4
+    after_eager = _stream().numpy()
+    assert not np.array_equal(before, after_eager)
+    jitted = jv.jit(lambda xs: jv.vmap(lambda x: x + jv.random.uniform(()), axis_name="b")(xs))
+    first, second = jitted(jnp.zeros(3)), jitted(jnp.zeros(3))
+    assert len(set(np.asarray(first).tolist())) == 3
+    assert not np.array_equal(first, second)  # the stream advanced between calls
