@@ -11,7 +11,6 @@ from ._lifted import eval_shape as eval_shape
 from ._lifted import remat as remat
 from ._lifted import scan as scan
 from ._lifted import switch as switch
-from ._lifted import vmap as vmap
 from ._lifted import while_loop as while_loop
 from ._module import Module as Module
 from ._naming import name_scope as name_scope
@@ -31,6 +30,7 @@ from ._transforms import fori_loop as fori_loop
 from ._transforms import grad as grad
 from ._transforms import value_and_grad as value_and_grad
 from ._variable import Variable as Variable
+from ._vmap import vmap as vmap
 
 __version__ = "0.1.0.dev0"
 

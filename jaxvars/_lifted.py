@@ -12,7 +12,6 @@ like closures; JAX captures them as it captures any closed-over array.
 from __future__ import annotations
 
 import functools
-import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
@@ -27,19 +26,18 @@ from ._module import Module
 from ._variable import Variable
 
 _current_frame = _trace.current.get
-_fresh = itertools.count()
 
 
-def _eager() -> bool:
+def eager() -> bool:
     return _current_frame() is None
 
 
-def _locked(fn: Callable[..., Any]) -> Callable[..., Any]:
+def locked(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run eager calls as one atomic update (the state lock), as a jv.jit step is."""
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        if not _eager():
+        if not eager():
             return fn(*args, **kwargs)
         with _trace.STATE_LOCK:
             return fn(*args, **kwargs)
@@ -50,7 +48,7 @@ def _locked(fn: Callable[..., Any]) -> Callable[..., Any]:
 # -- cond, switch ----------------------------------------------------------------------------
 
 
-@_locked
+@locked
 def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *operands: Any):
     """``jax.lax.cond`` whose branches may read and assign variables.
 
@@ -72,7 +70,7 @@ def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *
     return switch(index, [false_fn, true_fn], *operands)
 
 
-@_locked
+@locked
 def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -> Any:
     """``jax.lax.switch`` whose branches may read and assign variables.
 
@@ -91,10 +89,10 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -
     branches = list(branches)
     if not branches:
         raise JaxvarsValueError("jv.switch needs at least one branch.")
-    if _eager() and not _traced(index):
+    if eager() and not _traced(index):
         chosen = min(max(int(index), 0), len(branches) - 1)
         return branches[chosen](*operands)
-    assigned = _union(_lift.touched(branch, *operands)[0] for branch in branches)
+    assigned = union(_lift.touched(branch, *operands)[0] for branch in branches)
     pures = [_lift.pure_of(branch, assigned, what="jv.switch branch") for branch in branches]
     out, new_values = jax.lax.switch(index, pures, _lift.snapshot(assigned), *operands)
     _lift.apply(assigned, new_values)
@@ -105,7 +103,7 @@ def _traced(x: Any) -> bool:
     return isinstance(x, Tracer)
 
 
-def _union(groups: Any) -> list[Variable]:
+def union(groups: Any) -> list[Variable]:
     merged: dict[Variable, None] = {}  # an ordered set by identity
     for group in groups:
         merged.update(dict.fromkeys(group))
@@ -115,7 +113,7 @@ def _union(groups: Any) -> list[Variable]:
 # -- while_loop ----------------------------------------------------------------------------
 
 
-@_locked
+@locked
 def while_loop(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any], init_val: Any):
     """``jax.lax.while_loop`` whose ``body_fun`` may assign variables.
 
@@ -158,7 +156,7 @@ def while_loop(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any], i
 # -- scan --------------------------------------------------------------------------------------
 
 
-@_locked
+@locked
 def scan(
     f: Callable[[Any, Any], Any],
     init: Any,
@@ -187,7 +185,7 @@ def scan(
         >>> float(jv.scan(layer, 1.0, length=3, variable_axes={"layers/": 0})[0])
         6.0
     """
-    per_iteration = _axes_of(variable_axes, "jv.scan")
+    per_iteration = axes_of(variable_axes, "jv.scan")
 
     def run_scan(body: Callable[..., Any], carry: Any, sliced: Any) -> Any:
         return jax.lax.scan(body, carry, sliced, length=length, reverse=reverse, unroll=unroll)
@@ -197,11 +195,11 @@ def scan(
         init,
         xs,
         transform=lambda probe: functools.partial(run_scan, probe),
-        adapt=functools.partial(_one_slice, per_iteration),
+        adapt=functools.partial(one_slice, per_iteration),
     )
-    stacked = [v for v in _union([assigned, read]) if _axis(per_iteration, v) is not None]
-    carried = [v for v in assigned if _axis(per_iteration, v) is None]
-    axes = [cast(int, _axis(per_iteration, v)) for v in stacked]
+    stacked = [v for v in union([assigned, read]) if axis_of(per_iteration, v) is not None]
+    carried = [v for v in assigned if axis_of(per_iteration, v) is None]
+    axes = [cast(int, axis_of(per_iteration, v)) for v in stacked]
     body = _lift.pure_of(f, [*carried, *stacked], what="jv.scan body", mark=False)
     n = len(carried)
 
@@ -228,16 +226,16 @@ def scan(
     return value, ys
 
 
-def _one_slice(axes: Any, variable: Variable, value: Any) -> Any:
+def one_slice(axes: Any, variable: Variable, value: Any) -> Any:
     """What one iteration (or lane) sees of ``variable``: a slice if it is split."""
-    axis = _axis(axes, variable)
+    axis = axis_of(axes, variable)
     return value if axis is None else jnp.take(value, 0, axis=axis)
 
 
 # -- variable axes: Variables, Modules or name patterns ------------------------------------------
 
 
-def _axes_of(variable_axes: Any, what: str) -> Any:
+def axes_of(variable_axes: Any, what: str) -> Any:
     """``variable_axes`` normalised: None, an int for every variable, or a list of rules."""
     if variable_axes is None or isinstance(variable_axes, int):
         return variable_axes
@@ -264,7 +262,7 @@ def _axes_of(variable_axes: Any, what: str) -> Any:
     return rules
 
 
-def _axis(axes: Any, variable: Variable) -> int | None:
+def axis_of(axes: Any, variable: Variable) -> int | None:
     if axes is None:
         return None
     if isinstance(axes, int):  # every variable but jaxvars' random stream, always shared
@@ -273,177 +271,6 @@ def _axis(axes: Any, variable: Variable) -> int | None:
         if key is variable or (isinstance(key, re.Pattern) and key.search(variable.name)):
             return axis
     return None
-
-
-# -- vmap ------------------------------------------------------------------------------------------
-
-
-PER_LANE_ASSIGNMENT = (
-    "jv.vmap: variable '{name}' is broadcast (each lane reads the same value), but "
-    "the value assigned to it differs per lane. Split it over the mapped axis with "
-    "variable_axes={{...: axis}}, or assign a value that does not depend on the lane, "
-    "e.g. a reduction over axis_name: jax.lax.pmean(x, axis_name)."
-)
-
-
-def vmap(
-    fn: Callable[..., Any],
-    in_axes: Any = 0,
-    out_axes: Any = 0,
-    *,
-    axis_size: int | None = None,
-    axis_name: Any = None,
-    variable_axes: Any = None,
-) -> Callable[..., Any]:
-    """``jax.vmap`` whose ``fn`` may read and assign variables.
-
-    Variables not in ``variable_axes`` are broadcast: every lane reads the
-    same value, and may assign it a value that does not depend on the lane
-    (a reduction over ``axis_name``, say); a value that differs per lane is
-    an error naming the variable. Variables in ``variable_axes`` (as for
-    ``jv.scan``, or an int meaning every variable) are split: lane ``i``
-    reads and assigns slice ``i``.
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> import jaxvars as jv
-        >>> mean = jv.Variable(0.0, name="mean")
-        >>> def f(x):
-        ...     mean.assign(jax.lax.pmean(x, "batch"))
-        ...     return x - mean
-        >>> jv.vmap(f, axis_name="batch")(jnp.array([1.0, 3.0])).tolist(), float(mean)
-        ([-1.0, 1.0], 2.0)
-    """
-    axes = _axes_of(variable_axes, "jv.vmap")
-
-    # An axis name even when none is given: random draws fold in the lane index.
-    name = axis_name if axis_name is not None else f"jaxvars_vmap_{next(_fresh)}"
-
-    def in_lane(*lane_args: Any) -> Any:
-        token = _trace.lanes.set((*_trace.lanes.get(), name))
-        try:
-            return fn(*lane_args)
-        finally:
-            _trace.lanes.reset(token)
-
-    @functools.wraps(fn)
-    @_locked
-    def mapped(*args: Any) -> Any:
-        in_axes_all = _as_tuple(in_axes, len(args))
-
-        def run_vmap(f: Callable[..., Any], outs: Any) -> Callable[..., Any]:
-            return jax.vmap(
-                f, in_axes=in_axes_all, out_axes=outs, axis_size=axis_size, axis_name=name
-            )
-
-        if _eager() and not args and axis_size is not None and _builds(axes):
-            return _ensemble(fn, axes, axis_size, out_axes)
-        assigned, read = _lift.touched(
-            in_lane,
-            *args,
-            transform=lambda probe: run_vmap(probe, out_axes),
-            adapt=functools.partial(_one_slice, axes),
-        )
-        split = [v for v in _union([assigned, read]) if _axis(axes, v) is not None]
-        broadcast = [v for v in assigned if _axis(axes, v) is None]
-        split_axes = [_axis(axes, v) for v in split]
-        body = _lift.pure_of(in_lane, [*split, *broadcast], what="jv.vmap")
-        n = len(split)
-
-        def pure(split_values: list[Any], *call_args: Any) -> Any:
-            # Broadcast variables enter through the enclosing frame, unmapped.
-            out, new_values = body([*split_values, *_lift.snapshot(broadcast)], *call_args)
-            return out, new_values[:n], new_values[n:]
-
-        def batched(broadcast_axes: list[Any]) -> Callable[..., Any]:
-            outs = (out_axes, split_axes, broadcast_axes)
-            return jax.vmap(
-                lambda split_values, *a: pure(split_values, *a),
-                in_axes=(split_axes, *in_axes_all),
-                out_axes=outs,
-                axis_size=axis_size,
-                axis_name=name,
-            )
-
-        try:
-            out, new_split, new_broadcast = batched([None] * len(broadcast))(
-                _lift.snapshot(split), *args
-            )
-        except ValueError as e:
-            message = str(e)
-            if "out_axes is None" not in message and "axis spec None" not in message:
-                raise
-            # Which broadcast variable got a per-lane value: try each alone.
-            for i, variable in enumerate(broadcast):
-                only = [None if j == i else 0 for j in range(len(broadcast))]
-                try:
-                    jax.eval_shape(batched(only), _lift.snapshot(split), *args)
-                except ValueError:
-                    raise JaxvarsValueError(
-                        PER_LANE_ASSIGNMENT.format(name=variable.name)
-                    ) from None
-            raise
-        _lift.apply(split, new_split)
-        _lift.apply(broadcast, new_broadcast)
-        return _lift.restore_returned(out)
-
-    return mapped
-
-
-def _builds(axes: Any) -> bool:
-    """Whether ``variable_axes`` asks to build new variables: an int or name patterns
-    only (naming existing Variables or Modules means computing with them)."""
-    if isinstance(axes, int):
-        return True
-    return bool(axes) and all(isinstance(key, re.Pattern) for key, _ in axes)
-
-
-def _ensemble(fn: Callable[[], Any], axes: Any, size: int, out_axes: Any) -> Any:
-    """Build ``size`` members with ``fn`` and stack their variables: an ensemble.
-
-    Each member is ``fn`` run eagerly, drawing its own random numbers; members
-    after the first are built in a scratch store, so names never clash. Every
-    variable the first member created that ``variable_axes`` names then holds
-    all members' values stacked on its axis; the first member's objects are
-    returned, and arrays in the result are stacked on ``out_axes``.
-    """
-    from ._store import Store  # a late import: stores import variables
-
-    with _trace.collecting_creations() as created:
-        first = fn()
-    if not created:
-        raise JaxvarsValueError(
-            "jv.vmap over no arguments with axis_size= and variable_axes= (an int or name "
-            "patterns) builds an ensemble, but the function created no variable. To compute "
-            "with existing variables, name them: variable_axes={module: 0}."
-        )
-    members, outs = [created], [first]
-    for member in range(1, size):
-        with Store(), _trace.collecting_creations() as made:
-            outs.append(fn())
-        if len(made) != len(created):
-            raise JaxvarsValueError(
-                f"jv.vmap: member {member} created {len(made)} variables, member 0 created "
-                f"{len(created)}; every member of an ensemble must be built the same way."
-            )
-        members.append(made)
-    for position, variable in enumerate(created):
-        axis = _axis(axes, variable)
-        if axis is not None:
-            # A new variable, in no compiled code yet: its shape may still grow.
-            variable._array = jnp.stack([m[position]._array for m in members], axis=axis)
-    arrays = [jax.tree.leaves(out, is_leaf=_is_object) for out in outs]
-    leaves, treedef = jax.tree_util.tree_flatten(first, is_leaf=_is_object)
-    axis = out_axes if isinstance(out_axes, int) else 0
-    stacked = [
-        leaf if _is_object(leaf) else jnp.stack([a[i] for a in arrays], axis=axis)
-        for i, leaf in enumerate(leaves)
-    ]
-    return jax.tree_util.tree_unflatten(treedef, stacked)
-
-
-def _as_tuple(in_axes: Any, n: int) -> tuple[Any, ...]:
-    return tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * n
 
 
 # -- remat -----------------------------------------------------------------------------------------
@@ -473,7 +300,7 @@ def remat(
     statics = {static_argnums} if isinstance(static_argnums, int) else set(static_argnums)
 
     @functools.wraps(fn)
-    @_locked
+    @locked
     def rematerialised(*args: Any) -> Any:
         fixed = {i: a for i, a in enumerate(args) if i in statics}
         dynamic = [a for i, a in enumerate(args) if i not in statics]
@@ -517,9 +344,9 @@ def eval_shape(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     def run(*call_args: Any, **call_kwargs: Any) -> Any:
         # Assignments (a random draw, say) land in this frame and are dropped.
         out, _ = _lift.run_pure(fn, [], [], call_args, call_kwargs, records=True)
-        leaves, treedef = jax.tree_util.tree_flatten(out, is_leaf=_is_object)
+        leaves, treedef = jax.tree_util.tree_flatten(out, is_leaf=is_object)
         kept.append((leaves, treedef))
-        return [x for x in leaves if not _is_object(x) and isinstance(x, jax.Array)]
+        return [x for x in leaves if not is_object(x) and isinstance(x, jax.Array)]
 
     token = _trace.abstract.set(True)
     try:
@@ -527,9 +354,9 @@ def eval_shape(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     finally:
         _trace.abstract.reset(token)
     leaves, treedef = kept[-1]
-    leaves = [next(arrays) if not _is_object(x) and isinstance(x, jax.Array) else x for x in leaves]
+    leaves = [next(arrays) if not is_object(x) and isinstance(x, jax.Array) else x for x in leaves]
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _is_object(x: Any) -> bool:
+def is_object(x: Any) -> bool:
     return isinstance(x, (Variable, Module))

@@ -1,0 +1,184 @@
+"""jv.vmap: ``jax.vmap`` over a function that reads and assigns variables, and ensembles.
+
+Variables are broadcast (every lane reads one value) or split (lane ``i``
+reads and assigns slice ``i``), as ``variable_axes`` says; the lifting is
+the shared path of ``_lift``, with ``variable_axes`` read as for ``jv.scan``.
+Called eagerly on no arguments with ``axis_size`` and ``variable_axes`` an
+int or name patterns, ``jv.vmap`` builds an ensemble instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from . import _lift, _trace
+from ._errors import JaxvarsValueError
+from ._lifted import axes_of, axis_of, eager, is_object, locked, one_slice, union
+from ._store import Store
+
+_fresh = itertools.count()
+
+
+PER_LANE_ASSIGNMENT = (
+    "jv.vmap: variable '{name}' is broadcast (each lane reads the same value), but "
+    "the value assigned to it differs per lane. Split it over the mapped axis with "
+    "variable_axes={{...: axis}}, or assign a value that does not depend on the lane, "
+    "e.g. a reduction over axis_name: jax.lax.pmean(x, axis_name)."
+)
+
+
+def vmap(
+    fn: Callable[..., Any],
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    *,
+    axis_size: int | None = None,
+    axis_name: Any = None,
+    variable_axes: Any = None,
+) -> Callable[..., Any]:
+    """``jax.vmap`` whose ``fn`` may read and assign variables.
+
+    Variables not in ``variable_axes`` are broadcast: every lane reads the
+    same value, and may assign it a value that does not depend on the lane
+    (a reduction over ``axis_name``, say); a value that differs per lane is
+    an error naming the variable. Variables in ``variable_axes`` (as for
+    ``jv.scan``, or an int meaning every variable) are split: lane ``i``
+    reads and assigns slice ``i``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import jaxvars as jv
+        >>> mean = jv.Variable(0.0, name="mean")
+        >>> def f(x):
+        ...     mean.assign(jax.lax.pmean(x, "batch"))
+        ...     return x - mean
+        >>> jv.vmap(f, axis_name="batch")(jnp.array([1.0, 3.0])).tolist(), float(mean)
+        ([-1.0, 1.0], 2.0)
+    """
+    axes = axes_of(variable_axes, "jv.vmap")
+
+    # An axis name even when none is given: random draws fold in the lane index.
+    name = axis_name if axis_name is not None else f"jaxvars_vmap_{next(_fresh)}"
+
+    def in_lane(*lane_args: Any) -> Any:
+        token = _trace.lanes.set((*_trace.lanes.get(), name))
+        try:
+            return fn(*lane_args)
+        finally:
+            _trace.lanes.reset(token)
+
+    @functools.wraps(fn)
+    @locked
+    def mapped(*args: Any) -> Any:
+        in_axes_all = _as_tuple(in_axes, len(args))
+
+        def run_vmap(f: Callable[..., Any], ins: Any, outs: Any) -> Callable[..., Any]:
+            return jax.vmap(f, in_axes=ins, out_axes=outs, axis_size=axis_size, axis_name=name)
+
+        if eager() and not args and axis_size is not None and _builds(axes):
+            return _ensemble(fn, axes, axis_size, out_axes)
+        assigned, read = _lift.touched(
+            in_lane,
+            *args,
+            transform=lambda probe: run_vmap(probe, in_axes_all, out_axes),
+            adapt=functools.partial(one_slice, axes),
+        )
+        split = [v for v in union([assigned, read]) if axis_of(axes, v) is not None]
+        broadcast = [v for v in assigned if axis_of(axes, v) is None]
+        split_axes = [axis_of(axes, v) for v in split]
+        body = _lift.pure_of(in_lane, [*split, *broadcast], what="jv.vmap")
+        n = len(split)
+
+        def pure(split_values: list[Any], *call_args: Any) -> Any:
+            # Broadcast variables enter through the enclosing frame, unmapped.
+            out, new_values = body([*split_values, *_lift.snapshot(broadcast)], *call_args)
+            return out, new_values[:n], new_values[n:]
+
+        def batched(broadcast_axes: list[Any]) -> Callable[..., Any]:
+            ins, outs = (split_axes, *in_axes_all), (out_axes, split_axes, broadcast_axes)
+            return run_vmap(pure, ins, outs)
+
+        try:
+            out, new_split, new_broadcast = batched([None] * len(broadcast))(
+                _lift.snapshot(split), *args
+            )
+        except ValueError as e:
+            message = str(e)
+            if "out_axes is None" not in message and "axis spec None" not in message:
+                raise
+            # Which broadcast variable got a per-lane value: try each alone.
+            for i, variable in enumerate(broadcast):
+                only = [None if j == i else 0 for j in range(len(broadcast))]
+                try:
+                    jax.eval_shape(batched(only), _lift.snapshot(split), *args)
+                except ValueError:
+                    raise JaxvarsValueError(
+                        PER_LANE_ASSIGNMENT.format(name=variable.name)
+                    ) from None
+            raise
+        _lift.apply(split, new_split)
+        _lift.apply(broadcast, new_broadcast)
+        return _lift.restore_returned(out)
+
+    return mapped
+
+
+def _builds(axes: Any) -> bool:
+    """Whether ``variable_axes`` asks to build new variables: an int or name patterns
+    only (naming existing Variables or Modules means computing with them)."""
+    if isinstance(axes, int):
+        return True
+    return bool(axes) and all(isinstance(key, re.Pattern) for key, _ in axes)
+
+
+def _ensemble(fn: Callable[[], Any], axes: Any, size: int, out_axes: Any) -> Any:
+    """Build ``size`` members with ``fn`` and stack their variables: an ensemble.
+
+    Each member is ``fn`` run eagerly, drawing its own random numbers; members
+    after the first are built in a scratch store, so names never clash. Every
+    variable the first member created that ``variable_axes`` names then holds
+    all members' values stacked on its axis; the first member's objects are
+    returned, and arrays in the result are stacked on ``out_axes``.
+    """
+    with _trace.collecting_creations() as created:
+        first = fn()
+    if not created:
+        raise JaxvarsValueError(
+            "jv.vmap over no arguments with axis_size= and variable_axes= (an int or name "
+            "patterns) builds an ensemble, but the function created no variable. To compute "
+            "with existing variables, name them: variable_axes={module: 0}."
+        )
+    members, outs = [created], [first]
+    for member in range(1, size):
+        with Store(), _trace.collecting_creations() as made:
+            outs.append(fn())
+        if len(made) != len(created):
+            raise JaxvarsValueError(
+                f"jv.vmap: member {member} created {len(made)} variables, member 0 created "
+                f"{len(created)}; every member of an ensemble must be built the same way."
+            )
+        members.append(made)
+    for position, variable in enumerate(created):
+        axis = axis_of(axes, variable)
+        if axis is not None:
+            # A new variable, in no compiled code yet: its shape may still grow.
+            variable._array = jnp.stack([m[position]._array for m in members], axis=axis)
+    arrays = [jax.tree.leaves(out, is_leaf=is_object) for out in outs]
+    leaves, treedef = jax.tree_util.tree_flatten(first, is_leaf=is_object)
+    axis = out_axes if isinstance(out_axes, int) else 0
+    stacked = [
+        leaf if is_object(leaf) else jnp.stack([a[i] for a in arrays], axis=axis)
+        for i, leaf in enumerate(leaves)
+    ]
+    return jax.tree_util.tree_unflatten(treedef, stacked)
+
+
+def _as_tuple(in_axes: Any, n: int) -> tuple[Any, ...]:
+    return tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * n
