@@ -1,7 +1,10 @@
 """The lifting path every jaxvars transform shares: snapshot, run pure, collect, apply.
 
 A transform turns a function that reads and assigns variables into a pure
-function of their values, which a JAX transform can take:
+function of their values, which a JAX transform can take. First ``touched``
+traces the function abstractly once to learn which variables it assigns
+(``jv.jit`` does the same with ``jax.make_jaxpr``, which also tells it about
+callbacks); ``pure_of`` then wraps steps 2 and 3:
 
 1. **snapshot** the values of the variables the function touches, read
    through the enclosing frame (tracers inside an outer transform, arrays

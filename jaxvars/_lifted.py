@@ -22,6 +22,7 @@ from jax.core import Tracer
 
 from . import _lift, _random, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
+from ._jit_key import is_object
 from ._module import Module
 from ._variable import Variable
 
@@ -356,7 +357,3 @@ def eval_shape(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     leaves, treedef = kept[-1]
     leaves = [next(arrays) if not is_object(x) and isinstance(x, jax.Array) else x for x in leaves]
     return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
-def is_object(x: Any) -> bool:
-    return isinstance(x, (Variable, Module))

@@ -19,14 +19,11 @@ from jax._src import traceback_util
 from . import _lift, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._jit import jit
+from ._jit_key import is_object
 from ._module import Module
 from ._variable import Variable
 
 _current_frame = _trace.current.get
-
-
-def _is_object(x: Any) -> bool:
-    return isinstance(x, (Variable, Module))
 
 
 NO_VARIABLES = (
@@ -46,7 +43,7 @@ def _wrt_variables(wrt: Any) -> tuple[list[Variable], Callable[[list[Any]], Any]
                 NO_VARIABLES.format(what=f"module '{wrt.name}' has no trainable variables")
             )
         return variables, tuple
-    leaves, treedef = jax.tree_util.tree_flatten(wrt, is_leaf=_is_object)
+    leaves, treedef = jax.tree_util.tree_flatten(wrt, is_leaf=is_object)
     bad = [type(x).__name__ for x in leaves if not isinstance(x, Variable)]
     if bad:
         raise JaxvarsTypeError(

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 
 from . import _lift, _trace
 from ._errors import JaxvarsValueError
-from ._lifted import axes_of, axis_of, eager, is_object, locked, one_slice, union
+from ._jit_key import is_object
+from ._lifted import axes_of, axis_of, eager, locked, one_slice, union
 from ._store import Store
 
 _fresh = itertools.count()

@@ -451,3 +451,17 @@ def test_random_draws_differ_per_lane_and_advance_the_stream_once():
     first, second = jitted(jnp.zeros(3)), jitted(jnp.zeros(3))
     assert len(set(np.asarray(first).tolist())) == 3
     assert not np.array_equal(first, second)  # the stream advanced between calls
+
+
+def test_variables_made_with_get_variable_on_a_first_call_inside_lifted_transforms():
+    def body(c, x):
+        with jv.variable_scope("acc", reuse=jv.AUTO_REUSE):
+            total = jv.get_variable("total", initializer=0.0)
+        total.assign_add(x)
+        return c + 1, None
+
+    step = jv.jit(lambda xs: jv.scan(body, 0, xs)[0])
+    assert int(step(jnp.ones(3))) == 3
+    assert int(step(jnp.ones(3))) == 3
+    assert float(jv.default_store()["acc/total"]) == 6.0
+    assert len(jv.default_store()) == 1
