@@ -321,22 +321,17 @@ class Jitted:
         # variables alive (JAX's caches hold on to the traced function).
         refs = tuple(weakref.ref(x) if isinstance(x, OBJECT_TYPES) else None for x in leaves)
         layout = (refs, rebuilder(treedef, statics))
-        found: list[_trace.Frame] = []
 
-        def probe(dynamic: list[Any]) -> Any:
+        def call(dynamic: list[Any]) -> Any:
             rest = iter(dynamic)
             call_leaves = [x if isinstance(x, OBJECT_TYPES) else next(rest) for x in leaves]
             args, kwargs = layout[1](call_leaves)
-            out, frame = _lift.run_pure(self._fn, [], [], args, kwargs, records=True)
-            found.append(frame)
-            return out
+            return self._fn(*args, **kwargs)
 
-        jaxpr = jax.make_jaxpr(probe)([x for x in leaves if not isinstance(x, OBJECT_TYPES)])
-        (frame,) = found
-        assigned = list(frame.assigned)
-        read = [v for v in frame.discovered if v not in frame.assigned]
-        may_fail = _may_fail_at_run_time(jaxpr.jaxpr)
-        return self._entry(key, leaves, layout, assigned, read, may_fail, list(frame.modules))
+        dynamic = [x for x in leaves if not isinstance(x, OBJECT_TYPES)]
+        found = _lift.touched(call, dynamic, trace=lambda f, *a: jax.make_jaxpr(f)(*a))
+        may_fail = _may_fail_at_run_time(found.traced.jaxpr)
+        return self._entry(key, leaves, layout, found.assigned, found.read, may_fail, found.modules)
 
     def _extend(self, entry: _Entry, more: _Rediscover, source: Sequence[Any]) -> _Entry:
         # Dicts as ordered sets: they compare variables by identity, not with ==.

@@ -3,7 +3,7 @@
 A transform turns a function that reads and assigns variables into a pure
 function of their values, which a JAX transform can take. First ``touched``
 traces the function abstractly once to learn which variables it assigns
-(``jv.jit`` does the same with ``jax.make_jaxpr``, which also tells it about
+(``jv.jit`` passes ``jax.make_jaxpr`` as the tracer, which also shows it the
 callbacks); ``pure_of`` then wraps steps 2 and 3:
 
 1. **snapshot** the values of the variables the function touches, read
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 
@@ -59,21 +59,31 @@ def run_pure(
     return out, frame
 
 
+class Touched(NamedTuple):
+    """What one abstract pass over a function found."""
+
+    assigned: list[Variable]  # the variables it assigns, in order
+    read: list[Variable]  # those it reads and does not assign
+    modules: list[Any]  # modules whose methods it ran
+    traced: Any  # what ``trace`` returned (a jaxpr, or the output's shapes)
+
+
 def touched(
     fn: Callable[..., Any],
     *args: Any,
     transform: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
     adapt: Callable[[Variable, Any], Any] | None = None,
-    created: list[Variable] | None = None,
-) -> tuple[list[Variable], list[Variable]]:
-    """The variables ``fn(*args)`` assigns and those it only reads: ``(assigned, read)``.
+    trace: Callable[..., Any] = jax.eval_shape,
+) -> Touched:
+    """Trace ``fn(*args)`` abstractly once to learn the variables it touches.
 
-    Found by tracing it once abstractly (``jax.eval_shape``), inside
-    ``transform`` if given (e.g. the ``jax.vmap`` it will run under, so that
-    axis names resolve); ``adapt`` turns a variable's value into what one
-    iteration or lane sees. Variables that ``fn`` makes (``get_variable``, a
-    module that builds itself) are created here, concretely, and appended to
-    ``created`` if given.
+    The pass runs inside ``transform`` if given (e.g. the ``jax.vmap`` the
+    function will run under, so that axis names resolve); ``adapt`` turns a
+    variable's value into what one iteration or lane sees; ``trace(f, *args)``
+    is the abstract evaluation (``jax.eval_shape``; ``jv.jit`` makes a jaxpr).
+    Variables that ``fn`` makes (``get_variable``, a module that builds
+    itself) are created here, concretely. Its assignments land in the pass's
+    own frame and are dropped.
     """
     frames: list[_trace.Frame] = []
 
@@ -84,11 +94,11 @@ def touched(
         frames.append(frame)
         return out
 
-    jax.eval_shape(transform(probe) if transform else probe, *args)
+    traced = trace(transform(probe) if transform else probe, *args)
     frame = frames[-1]
-    if created is not None:
-        created.extend(frame.created)
-    return list(frame.assigned), [v for v in frame.discovered if v not in frame.assigned]
+    assigned = list(frame.assigned)
+    read = [v for v in frame.discovered if v not in frame.assigned]
+    return Touched(assigned, read, list(frame.modules), traced)
 
 
 def pure_of(

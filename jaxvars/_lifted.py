@@ -93,7 +93,7 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -
     if eager() and not _traced(index):
         chosen = min(max(int(index), 0), len(branches) - 1)
         return branches[chosen](*operands)
-    assigned = union(_lift.touched(branch, *operands)[0] for branch in branches)
+    assigned = union(_lift.touched(branch, *operands).assigned for branch in branches)
     pures = [_lift.pure_of(branch, assigned, what="jv.switch branch") for branch in branches]
     out, new_values = jax.lax.switch(index, pures, _lift.snapshot(assigned), *operands)
     _lift.apply(assigned, new_values)
@@ -130,14 +130,14 @@ def while_loop(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any], i
         >>> int(jv.while_loop(lambda i: total < 10, body, 0)), int(total)
         (5, 10)
     """
-    assigned_in_cond = _lift.touched(cond_fun, init_val)[0]
+    assigned_in_cond = _lift.touched(cond_fun, init_val).assigned
     if assigned_in_cond:
         names = ", ".join(f"'{v.name}'" for v in assigned_in_cond)
         raise JaxvarsValueError(
             f"jv.while_loop: cond_fun assigns variable(s) {names}; it may only read them. "
             "Move the assignment into body_fun."
         )
-    assigned = _lift.touched(body_fun, init_val)[0]
+    assigned = _lift.touched(body_fun, init_val).assigned
     body = _lift.pure_of(body_fun, assigned, what="jv.while_loop body", mark=False)
 
     def pure_cond(carry: Any) -> Any:
@@ -191,7 +191,7 @@ def scan(
     def run_scan(body: Callable[..., Any], carry: Any, sliced: Any) -> Any:
         return jax.lax.scan(body, carry, sliced, length=length, reverse=reverse, unroll=unroll)
 
-    assigned, read = _lift.touched(
+    assigned, read, *_ = _lift.touched(
         f,
         init,
         xs,
@@ -310,7 +310,7 @@ def remat(
             rest = iter(dyn)
             return fn(*[fixed[i] if i in fixed else next(rest) for i in range(len(args))])
 
-        assigned = _lift.touched(bound, *dynamic)[0]
+        assigned = _lift.touched(bound, *dynamic).assigned
         pure = jax.checkpoint(_lift.pure_of(bound, assigned, what="jv.remat"), policy=policy)
         out, new_values = pure(_lift.snapshot(assigned), *dynamic)
         _lift.apply(assigned, new_values)

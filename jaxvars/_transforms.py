@@ -175,7 +175,7 @@ def fori_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], init_val:
     """
     if _current_frame() is None:
         return _eager_loop(lower, upper, body, init_val)
-    assigned = _lift.touched(body, 0, init_val)[0]
+    assigned = _lift.touched(body, 0, init_val).assigned
     step_of = _lift.pure_of(body, assigned, what="jv.fori_loop body", mark=False)
 
     def step(i: Any, carry: Any) -> Any:

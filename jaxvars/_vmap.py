@@ -85,7 +85,7 @@ def vmap(
 
         if eager() and not args and axis_size is not None and _builds(axes):
             return _ensemble(fn, axes, axis_size, out_axes)
-        assigned, read = _lift.touched(
+        assigned, read, *_ = _lift.touched(
             in_lane,
             *args,
             transform=lambda probe: run_vmap(probe, in_axes_all, out_axes),
