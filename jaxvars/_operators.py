@@ -63,6 +63,9 @@ def _in_place(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any]
     return apply
 
 
+_equal, _not_equal = _forward(operator.eq), _forward(operator.ne)
+
+
 class ArrayOperators:
     """The operators of ``jv.Variable`` (its only subclass)."""
 
@@ -94,10 +97,15 @@ class ArrayOperators:
 
     __lt__, __le__ = _forward(operator.lt), _forward(operator.le)
     __gt__, __ge__ = _forward(operator.gt), _forward(operator.ge)
-    # Elementwise, as for arrays (a Variable hashes by identity all the same).
-    __eq__ = _forward(operator.eq)  # pyright: ignore[reportAssignmentType]
-    __ne__ = _forward(operator.ne)  # pyright: ignore[reportAssignmentType]
     __hash__ = object.__hash__
+
+    # Elementwise, as for arrays (a Variable hashes by identity all the same).
+    # Written as methods, so that type checkers see arrays, not object's bool.
+    def __eq__(self, other: Any) -> jax.Array:  # pyright: ignore[reportIncompatibleMethodOverride]
+        return _equal(self, other)
+
+    def __ne__(self, other: Any) -> jax.Array:  # pyright: ignore[reportIncompatibleMethodOverride]
+        return _not_equal(self, other)
 
     __neg__, __pos__ = _unary(operator.neg), _unary(operator.pos)
     __abs__, __invert__ = _unary(operator.abs), _unary(operator.invert)
