@@ -57,6 +57,18 @@ class MLP(jv.Module):
         return self.layers[-1](x)
 
 
+def plotting():
+    """matplotlib's pyplot, or exit with how to install it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        sys.exit("--plot needs matplotlib: pip install -e '.[plot]'")
+    return plt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     quick = bool(os.environ.get("JAXVARS_QUICK"))
@@ -64,6 +76,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--plot", metavar="FILE.png", help="save the loss curve (needs matplotlib)")
     args = parser.parse_args()
+    plt = plotting() if args.plot else None  # fail before training, not after
 
     jv.random.set_seed(0)
     x, y = spirals()
@@ -87,9 +100,11 @@ def main() -> None:
     def accuracy(model, x, y):
         return jnp.mean(jnp.argmax(model(x), axis=-1) == y)
 
-    losses = []
-    window_start, window_step = time.perf_counter(), 0
-    for step in range(1, args.steps + 1):
+    losses = [train_step(model, x, y)]  # the first step compiles: not counted in steps/s
+    float(losses[0])
+    window_start, window_step = time.perf_counter(), 1
+    redraw = sys.stdout.isatty()  # a log file gets a line per update, not \r redraws
+    for step in range(2, args.steps + 1):
         losses.append(train_step(model, x, y))
         if step % 100 == 0 or step == args.steps:
             loss = float(losses[-1])  # waits for the step, so the rate is honest
@@ -97,21 +112,18 @@ def main() -> None:
             rate = (step - window_step) / (now - window_start)
             window_start, window_step = now, step
             line = f"step {step:5d}/{args.steps}  loss {loss:.4f}  {rate:6.0f} steps/s"
-            print(f"\r{line}", end="", flush=True)
-    print()
+            if redraw:
+                print(f"\r{line}", end="", flush=True)
+            else:
+                print(line, flush=True)
+    if redraw:
+        print()
     print(
         f"trained {int(opt.iterations)} steps; accuracy on the spirals: "
         f"{float(accuracy(model, x, y)):.1%}"
     )
 
-    if args.plot:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            sys.exit("--plot needs matplotlib: pip install -e '.[plot]'")
+    if plt is not None:
         plt.figure(figsize=(6, 3.5))
         plt.plot(np.asarray(jnp.stack(losses)))
         plt.xlabel("step")

@@ -79,6 +79,29 @@ def test_train_mlp_learns_the_spirals():
     accuracy = float(re.search(r"accuracy on the spirals: ([\d.]+)%", out).group(1))
     assert accuracy > 90.0
     assert re.search(r"trained 800 steps", out)
+    # Not a terminal: a line per update, no carriage-return redraws.
+    assert "\r" not in out and "step   800/800" in out.splitlines()[-2]
+
+
+def test_train_mlp_plot_without_matplotlib_fails_before_training(tmp_path):
+    try:
+        import matplotlib  # noqa: F401
+
+        pytest.skip("matplotlib is installed here")
+    except ImportError:
+        pass
+    env = {**os.environ, "JAXVARS_QUICK": "1"}
+    env.pop("XLA_FLAGS", None)
+    script = ROOT / "examples" / "train_mlp.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--plot", str(tmp_path / "loss.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 1 and "--plot needs matplotlib" in result.stderr
+    assert "step" not in result.stdout  # nothing was trained first
 
 
 def test_gradient_masking_keeps_masked_weights_bit_identical():
