@@ -58,7 +58,16 @@ from jax.extend.core import subjaxprs
 
 from . import _lift, _placement, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
-from ._jit_key import OBJECT_TYPES, as_tuple, cache_key, flat_key, rebuilder, split_statics
+from ._jit_key import (
+    OBJECT_TYPES,
+    as_tuple,
+    cache_key,
+    flat_key,
+    from_slots,
+    rebuilder,
+    split_statics,
+    with_slots,
+)
 from ._variable import Variable
 
 P = ParamSpec("P")
@@ -322,14 +331,21 @@ class Jitted:
         refs = tuple(weakref.ref(x) if isinstance(x, OBJECT_TYPES) else None for x in leaves)
         layout = (refs, rebuilder(treedef, statics))
 
-        def call(dynamic: list[Any]) -> Any:
-            rest = iter(dynamic)
-            call_leaves = [x if isinstance(x, OBJECT_TYPES) else next(rest) for x in leaves]
-            args, kwargs = layout[1](call_leaves)
+        # The pass sees the call's own arguments (objects stand in as Slots), so
+        # JAX's tracing errors name fn's arguments as the user wrote them.
+        traced_args, traced_kwargs = with_slots(leaves, treedef)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            args, kwargs = layout[1](from_slots(args, kwargs, leaves))
             return self._fn(*args, **kwargs)
 
-        dynamic = [x for x in leaves if not isinstance(x, OBJECT_TYPES)]
-        found = _lift.touched(call, dynamic, trace=lambda f, *a: jax.make_jaxpr(f)(*a))
+        if not statics:  # with statics taken out, fn's signature would misname them
+            call = functools.wraps(self._fn)(call)
+        found = _lift.touched(
+            call,
+            *traced_args,
+            trace=lambda f, *a: jax.make_jaxpr(f)(*a, **traced_kwargs),
+        )
         may_fail = _may_fail_at_run_time(found.traced.jaxpr)
         return self._entry(key, leaves, layout, found.assigned, found.read, may_fail, found.modules)
 

@@ -49,6 +49,40 @@ def cache_key(args: tuple[Any, ...], kwargs: dict[str, Any], statics: Any) -> An
     return (treedef, objects, statics), leaves, treedef
 
 
+class Slot:
+    """Where a Variable or Module argument stands, in arguments handed to JAX.
+
+    A pytree node with no leaves: JAX traces the arguments around it with the
+    names the user gave them, and ``Slot.index`` finds the object again.
+    """
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+jax.tree_util.register_pytree_node(
+    Slot,
+    lambda slot: ((), slot.index),
+    lambda index, _: Slot(index),  # pyright: ignore[reportArgumentType]  # leafless
+)
+
+
+def with_slots(leaves: Sequence[Any], treedef: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's ``(args, kwargs)`` with each Variable or Module replaced by a Slot."""
+    marked = [Slot(i) if isinstance(x, OBJECT_TYPES) else x for i, x in enumerate(leaves)]
+    if treedef is None:
+        return tuple(marked), {}
+    return jax.tree_util.tree_unflatten(treedef, marked)
+
+
+def from_slots(args: Any, kwargs: Any, leaves: Sequence[Any]) -> list[Any]:
+    """The call's leaves again: ``args``/``kwargs`` traced, Slots back to their objects."""
+    flat = jax.tree_util.tree_leaves((args, kwargs), is_leaf=lambda x: isinstance(x, Slot))
+    return [leaves[x.index] if isinstance(x, Slot) else x for x in flat]
+
+
 def rebuilder(treedef: Any, statics: Any) -> Callable[[list[Any]], Any]:
     """A function rebuilding ``(args, kwargs)`` from a call's leaves."""
 

@@ -23,6 +23,7 @@ holding its new value after step 4, never a value frozen at trace time.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -87,10 +88,12 @@ def touched(
     """
     frames: list[_trace.Frame] = []
 
-    def probe(*call_args: Any) -> Any:
+    # Wrapped, so that JAX's errors name fn (and its arguments), not this probe.
+    @functools.wraps(fn)
+    def probe(*call_args: Any, **call_kwargs: Any) -> Any:
         with _trace.frame({}, records=True) as frame:
             frame.adapt = adapt
-            out = fn(*call_args)
+            out = fn(*call_args, **call_kwargs)
         frames.append(frame)
         return out
 

@@ -349,3 +349,20 @@ def test_growing_an_empty_list_of_a_closure_module_retraces():
     assert float(total()) == 0.0
     model.terms.append(jv.Variable(4.0, name="term"))
     assert float(total()) == 4.0
+
+
+def test_tracing_errors_name_the_users_function_and_argument():
+    model = Dense(3, 2)
+
+    @jv.jit
+    def my_step(model, x, training=True):
+        if training:  # a Python branch on a traced flag: JAX's tracing error
+            return model(x)
+        return x
+
+    with pytest.raises(jax.errors.TracerBoolConversionError) as e:
+        my_step(model, X, training=True)
+    message = str(e.value)
+    assert "tracing the function my_step at" in message and __file__ in message
+    assert "argument training" in message
+    assert "jaxvars/" not in message.split("See https")[0]
