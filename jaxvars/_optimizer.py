@@ -86,6 +86,19 @@ class Optimizer:
             )
         return adopt(full, variable)
 
+    def __repr__(self) -> str:
+        params = sum(v.size for v in self.variables.values())
+        state = sum(v.size for v in self._state)
+        try:
+            steps = str(int(self.iterations))
+        except Exception:  # inside a trace, or abstract: no number to show
+            steps = "?"
+        return (
+            f"<jaxvars.Optimizer '{self._scope}': {len(self.variables)} variables "
+            f"({params:,} values), {len(self._state)} state variables ({state:,} values), "
+            f"iterations={steps}>"
+        )
+
     @property
     def scope_name(self) -> str:
         """The full name of the scope holding the state (``"optimizer"``, ``"optimizer_1"``)."""

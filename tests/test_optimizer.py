@@ -167,3 +167,14 @@ def test_apply_gradients_takes_pairs_as_a_list_tuple_or_iterator(container):
     with pytest.raises(ValueError, match="'stranger'.*does not update"):
         opt.apply_gradients([(jnp.float32(1.0), stranger)])
     assert float(b) == 2.0
+
+
+def test_optimizer_repr_says_what_it_optimises():
+    model = MLP([3, 4, 1])
+    with jv.Store():
+        opt = jv.Optimizer(optax.adam(1e-3), model)
+    opt.apply_gradients(jv.grad(lambda: jnp.sum(model(jnp.ones((1, 3)))), model)())
+    assert repr(opt) == (
+        "<jaxvars.Optimizer 'optimizer': 4 variables (21 values), "
+        "9 state variables (43 values), iterations=1>"
+    )
