@@ -203,26 +203,24 @@ def scan(
     axes = [cast(int, axis_of(per_iteration, v)) for v in stacked]
     body = _lift.pure_of(f, [*carried, *stacked], what="jv.scan body", mark=False)
     n = len(carried)
+    # Only assigned slices leave the loop: stacked weights that are only read
+    # (scan over layers) are not copied into an output.
+    written = [i for i, v in enumerate(stacked) if v in dict.fromkeys(assigned)]
 
     def step(carry: Any, sliced: Any) -> Any:
         value, carried_values = carry
         x, slices = sliced
         (value, y), new_values = body([*carried_values, *slices], value, x)
-        return (value, new_values[:n]), (y, new_values[n:])
+        return (value, new_values[:n]), (y, [new_values[n + i] for i in written])
 
     stacks = [jnp.moveaxis(v._value, axis, 0) for v, axis in zip(stacked, axes, strict=True)]
     (value, carried_values), (ys, new_stacks) = run_scan(
         step, (init, _lift.snapshot(carried)), (xs, stacks)
     )
     _lift.apply(carried, carried_values)
-    written = dict.fromkeys(assigned)  # per-iteration variables that were only read stay
     _lift.apply(
-        [v for v in stacked if v in written],
-        [
-            jnp.moveaxis(new, 0, axis)
-            for v, new, axis in zip(stacked, new_stacks, axes, strict=True)
-            if v in written
-        ],
+        [stacked[i] for i in written],
+        [jnp.moveaxis(new, 0, axes[i]) for i, new in zip(written, new_stacks, strict=True)],
     )
     return value, ys
 
