@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import jax
+from jax._src.array import ArrayImpl
 from jax.core import Tracer
 from jax.extend.core import get_opaque_trace_state
 
@@ -49,12 +50,12 @@ _TOP_LEVEL = get_opaque_trace_state()
 
 
 # True inside outside(): code jaxvars itself runs eagerly in the middle of a trace.
-_eager: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxvars_eager", default=False)
+_outside: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxvars_outside", default=False)
 
 
 def at_top_level() -> bool:
     """Whether code runs eagerly: no JAX transform is tracing it, or it is in ``outside()``."""
-    return _eager.get() or get_opaque_trace_state() == _TOP_LEVEL
+    return _outside.get() or get_opaque_trace_state() == _TOP_LEVEL
 
 
 class Frame:
@@ -140,11 +141,11 @@ _MISSING = object()
 
 
 def concrete(variable: Variable) -> Any:
-    """The variable's own array, handed to traced code (which may capture it)."""
-    with STATE_LOCK:
-        LAST[0] = None  # so jv.jit checks before donating it
+    """The variable's own array, handed out eagerly or to traced code (which may capture it)."""
+    with STATE_LOCK:  # never a buffer that a jv.jit step in another thread donates
+        LAST[0] = None  # held outside jaxvars now: jv.jit checks before donating it
         array = variable._array
-    if isinstance(array, jax.ShapeDtypeStruct):
+    if type(array) is not ArrayImpl:  # an abstract variable (jv.eval_shape)
         raise variable._abstract_error()
     return array
 
@@ -229,12 +230,12 @@ def outside() -> Iterator[None]:
         # down (it runs them primitive by primitive, with full-size temporaries).
         yield
         return
-    token, eager = current.set(None), _eager.set(True)
+    token, eager = current.set(None), _outside.set(True)
     try:
         with jax.ensure_compile_time_eval():
             yield
     finally:
-        _eager.reset(eager)
+        _outside.reset(eager)
         current.reset(token)
 
 

@@ -31,6 +31,7 @@ _ArrayImpl = ArrayImpl
 _current_frame = _trace.current.get
 _LAST = _trace.LAST
 _LOCK = _trace.STATE_LOCK
+_concrete = _trace.concrete
 
 
 class Variable(ArrayOperators):
@@ -120,12 +121,7 @@ class Variable(ArrayOperators):
         # supplies the traced value.
         frame = _current_frame()
         if frame is None:
-            with _LOCK:  # never a buffer that a jv.jit step in another thread donates
-                _LAST[0] = None  # the array may now be held outside jaxvars
-                array = self._array
-            if type(array) is not _ArrayImpl:  # an abstract variable (jv.eval_shape)
-                raise self._abstract_error()
-            return array
+            return _concrete(self)
         return frame.read(self)
 
     @property
@@ -431,6 +427,13 @@ class Variable(ArrayOperators):
         return format(self._value, spec) if spec else repr(self)
 
 
+def _target_dtype(array: Any, dtype: Any, name: str) -> np.dtype:
+    """The dtype a new variable stores: ``dtype`` if given, else inferred from the value."""
+    return (
+        _dtypes.infer_dtype(array) if dtype is None else _dtypes.canonical_dtype(dtype, name=name)
+    )
+
+
 def _abstract_array(
     initial_value: Any, name: str, dtype: Any, sharding: Sharding | None
 ) -> jax.ShapeDtypeStruct:
@@ -442,11 +445,7 @@ def _abstract_array(
         if isinstance(initial_value, Variable):
             initial_value = initial_value._value
         array, weak = _dtypes.to_array(initial_value, name=name)
-        target = (
-            _dtypes.infer_dtype(array)
-            if dtype is None
-            else _dtypes.canonical_dtype(dtype, name=name)
-        )
+        target = _target_dtype(array, dtype, name)
         shape = _dtypes.cast(array, weak, target, name=name, op="assign").shape
     return jax.ShapeDtypeStruct(tuple(shape), target, sharding=sharding)
 
@@ -465,9 +464,7 @@ def _initial_array(
             "(made on the first call, reused after), or pass a zero-argument callable as "
             "initial_value so it runs eagerly; or create them outside the transform."
         )
-    target = (
-        _dtypes.infer_dtype(array) if dtype is None else _dtypes.canonical_dtype(dtype, name=name)
-    )
+    target = _target_dtype(array, dtype, name)
     value = _dtypes.cast(array, weak, target, name=name, op="assign")
     # An array given by value may keep its buffer (arrays are immutable, and
     # jv.jit donates a buffer only when nothing else holds it), so a 400 MB
