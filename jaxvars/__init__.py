@@ -3,7 +3,13 @@
 from . import random as random
 from ._checkpoint import restore as restore
 from ._checkpoint import save as save
+from ._collections import add_to_collection as add_to_collection
+from ._collections import get_collection as get_collection
+from ._collections import global_variables as global_variables
+from ._collections import local_variables as local_variables
+from ._collections import trainable_variables as trainable_variables
 from ._config import config as config
+from ._ema import ExponentialMovingAverage as ExponentialMovingAverage
 from ._errors import JaxvarsError as JaxvarsError
 from ._jit import jit as jit
 from ._lifted import cond as cond
@@ -18,11 +24,15 @@ from ._optimizer import Optimizer as Optimizer
 from ._placement import device as device
 from ._placement import set_log_device_placement as set_log_device_placement
 from ._placement import sharding_rules as sharding_rules
+from ._regularization import regularization_loss as regularization_loss
+from ._regularization import regularization_losses as regularization_losses
 from ._scope import AUTO_REUSE as AUTO_REUSE
 from ._scope import VariableScope as VariableScope
 from ._scope import get_variable as get_variable
+from ._scope import get_variable_scope as get_variable_scope
 from ._scope import make_template as make_template
 from ._scope import variable_scope as variable_scope
+from ._store import GraphKeys as GraphKeys
 from ._store import Store as Store
 from ._store import default_store as default_store
 from ._store import reset_default_store as reset_default_store
@@ -36,24 +46,33 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AUTO_REUSE",
+    "ExponentialMovingAverage",
+    "GraphKeys",
     "JaxvarsError",
     "Module",
     "Optimizer",
     "Store",
     "Variable",
     "VariableScope",
+    "add_to_collection",
     "cond",
     "config",
     "default_store",
     "device",
     "eval_shape",
     "fori_loop",
+    "get_collection",
     "get_variable",
+    "get_variable_scope",
+    "global_variables",
     "grad",
     "jit",
+    "local_variables",
     "make_template",
     "name_scope",
     "random",
+    "regularization_loss",
+    "regularization_losses",
     "remat",
     "reset_default_store",
     "restore",
@@ -62,6 +81,7 @@ __all__ = [
     "set_log_device_placement",
     "sharding_rules",
     "switch",
+    "trainable_variables",
     "value_and_grad",
     "variable_scope",
     "vmap",
@@ -70,22 +90,31 @@ __all__ = [
 
 # Public names report the package, not the private module that defines them.
 for _public in (
+    ExponentialMovingAverage,
+    GraphKeys,
     JaxvarsError,
     Module,
     Optimizer,
     Store,
     Variable,
     VariableScope,
+    add_to_collection,
     cond,
     default_store,
     device,
     eval_shape,
     fori_loop,
+    get_collection,
     get_variable,
+    get_variable_scope,
+    global_variables,
     grad,
     jit,
+    local_variables,
     make_template,
     name_scope,
+    regularization_loss,
+    regularization_losses,
     remat,
     reset_default_store,
     restore,
@@ -94,6 +123,7 @@ for _public in (
     set_log_device_placement,
     sharding_rules,
     switch,
+    trainable_variables,
     value_and_grad,
     variable_scope,
     vmap,

@@ -133,3 +133,11 @@ def _check_integer_range(array: np.ndarray, dst: np.dtype, name: str) -> None:
             f"Variable '{name}': integer values in [{low}, {high}] do not fit dtype {dst} "
             f"(range [{info.min}, {info.max}])."
         )
+
+
+def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether an operand of ``shape`` broadcasts to ``target`` (keeping ``target``)."""
+    try:
+        return jnp.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False

@@ -3,18 +3,20 @@
 How the cache works
 -------------------
 **Key.** ``cache_key`` is the one key function. A call whose arguments are
-all arrays, Variables and Modules keys by position: None for an array
-(jax.jit's own cache then tells shapes and dtypes apart), ``id()`` for an
-object. Anything else (keywords, containers, Python numbers, static
-arguments) keys by pytree structure, the objects' ids and the static values.
+all arrays and objects (Variables, Modules, instances of plain classes)
+keys by position: None for an array (jax.jit's own cache then tells shapes
+and dtypes apart), ``id()`` for an object. Anything else (keywords,
+containers, Python numbers, bools and strings, static arguments) keys by
+pytree structure, the objects' ids and the static values.
 An id can only be trusted while its object lives, so each entry watches the
 objects in its key with weak references and is evicted when one dies.
 
 **Discovery.** On a miss ``fn`` is traced abstractly once (``jax.make_jaxpr``)
-to learn which variables it reads and assigns and which modules' methods it
-runs. ``get_variable`` variables it makes on a first call are created there,
-concretely. The jaxpr also says whether the computation can fail at run time
-(a callback): such entries never donate, so a failure changes nothing.
+to learn which variables it reads and assigns, which modules' methods it
+runs and which collections it reads. ``get_variable`` variables it makes on
+a first call are created there, concretely. The jaxpr also says whether the
+computation can fail at run time (a callback): such entries never donate, so
+a failure changes nothing.
 
 **Entry.** An entry holds a pure function of (assigned values, read values,
 dynamic leaves) and the two ``jax.jit`` objects made from it (donating and
@@ -22,9 +24,10 @@ not); sharing one pure function, they share one trace, so a call that cannot
 donate never runs ``fn``'s Python again. Variables passed as arguments are
 not held by the entry but taken from each call's leaves, so compiled code
 never keeps a caller's variables or modules alive. The entry registers as a
-dependent of every variable it touches and every module it uses
-(``_trace.depend``): changing a ``trainable`` flag or a module's attributes
-evicts exactly the entries that depend on it, and nothing else.
+dependent of every variable it touches, every module it uses and every
+collection it reads (``_trace.depend``): changing a ``trainable``
+flag or a module's attributes, or a variable joining a collection, evicts
+exactly the entries that depend on it, and nothing else.
 
 **Retry.** The real trace can touch a variable discovery did not (Python
 control flow on state outside the arguments). Compiling it as a constant
@@ -59,11 +62,13 @@ from jax.extend.core import subjaxprs
 from . import _lift, _placement, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._jit_key import (
-    OBJECT_TYPES,
     as_tuple,
+    by_identity,
     cache_key,
     flat_key,
     from_slots,
+    holder,
+    is_traced,
     rebuilder,
     split_statics,
     with_slots,
@@ -101,7 +106,7 @@ class _Rediscover(Exception):
         super().__init__("internal: retrace with more variables")
         self.discovered = list(frame.discovered)
         self.assigned = list(frame.assigned)
-        self.modules = list(frame.modules)
+        self.used = list(frame.used)
 
 
 class _Entry:
@@ -141,12 +146,12 @@ class _Entry:
         self.owner = weakref.ref(jitted)
         self.key = key
         self.guards: list[weakref.ref] = []
-        object_refs = layout[0]
+        holders = layout[0]
         returns_variables = [False]  # set by a trace whose result holds a Variable
         pure = jitted._pure(assigned, read, layout, returns_variables)
         donating = jax.jit(pure, donate_argnums=(0,), **jitted._jit_kwargs)
         copying = jax.jit(pure, **jitted._jit_kwargs)
-        select = _selector([i for i, ref in enumerate(object_refs) if ref is None])
+        select = _selector([i for i, ref in enumerate(holders) if ref is None])
         assigned_of = self.assigned_of = _from_call(assigned)
         read_of = _from_call(read)
         # Without Variable arguments the lists are fixed: no call per step.
@@ -291,7 +296,7 @@ class Jitted:
             args, kwargs, statics = split_statics(
                 args, kwargs, self._static_argnums, self._static_argnames, self._name
             )
-        key, leaves, treedef = cache_key(args, kwargs, statics)
+        key, leaves, treedef = cache_key(args, kwargs, statics, self._name)
         entry = self._cache.get(key)
         if entry is None:
             entry = self._discover(key, leaves, treedef, statics)
@@ -328,8 +333,7 @@ class Jitted:
         # How to rebuild the arguments from dynamic leaves, holding objects
         # weakly: compiled code must not keep the caller's modules and
         # variables alive (JAX's caches hold on to the traced function).
-        refs = tuple(weakref.ref(x) if isinstance(x, OBJECT_TYPES) else None for x in leaves)
-        layout = (refs, rebuilder(treedef, statics))
+        layout = (tuple(map(holder, leaves)), rebuilder(treedef, statics))
 
         # The pass sees the call's own arguments (objects stand in as Slots), so
         # JAX's tracing errors name fn's arguments as the user wrote them.
@@ -347,7 +351,7 @@ class Jitted:
             trace=lambda f, *a: jax.make_jaxpr(f)(*a, **traced_kwargs),
         )
         may_fail = _may_fail_at_run_time(found.traced.jaxpr)
-        return self._entry(key, leaves, layout, found.assigned, found.read, may_fail, found.modules)
+        return self._entry(key, leaves, layout, found.assigned, found.read, may_fail, found.used)
 
     def _extend(self, entry: _Entry, more: _Rediscover, source: Sequence[Any]) -> _Entry:
         # Dicts as ordered sets: they compare variables by identity, not with ==.
@@ -355,7 +359,7 @@ class Jitted:
         touched = dict.fromkeys([*_from_call(entry.read)(source), *more.discovered])
         read = [v for v in touched if v not in assigned]
         return self._entry(
-            entry.key, source, entry.layout, list(assigned), read, entry.may_fail, more.modules
+            entry.key, source, entry.layout, list(assigned), read, entry.may_fail, more.used
         )
 
     def _entry(
@@ -366,7 +370,7 @@ class Jitted:
         assigned: list[Variable],
         read: list[Variable],
         may_fail: bool,
-        modules: list[Any],
+        used: list[Any],
     ) -> _Entry:
         """Make, cache and watch the entry for ``key``."""
         # Variable arguments are referred to by their position, never held.
@@ -377,8 +381,8 @@ class Jitted:
 
         entry = _Entry(self, key, spec(assigned), spec(read), layout, may_fail)
         self._cache[key] = entry
-        objects = [x for x in leaves if isinstance(x, OBJECT_TYPES)]
-        _trace.depend(entry, [*assigned, *read, *modules, *objects])
+        objects = [x for x in leaves if not is_traced(x) and by_identity(x)]
+        _trace.depend(entry, [*assigned, *read, *used, *objects])
 
         entry_ref = weakref.ref(entry)
 
@@ -401,13 +405,13 @@ class Jitted:
     ) -> Callable:
         """The pure function of (assigned values, read values, dynamic leaves)."""
         fn = self._fn
-        object_refs, rebuild = layout
+        holders, rebuild = layout
         assigned_of, read_of = _from_call(assigned), _from_call(read)
         fn_name = self._name
 
         def pure(assigned_values: list[Any], read_values: list[Any], dynamic: list[Any]) -> Any:
             rest = iter(dynamic)
-            call_leaves = [next(rest) if ref is None else ref() for ref in object_refs]
+            call_leaves = [next(rest) if ref is None else ref() for ref in holders]
             variables, reads = assigned_of(call_leaves), read_of(call_leaves)
             args, kwargs = rebuild(call_leaves)
             out, frame = _lift.run_pure(

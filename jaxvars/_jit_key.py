@@ -1,30 +1,82 @@
 """How a jv.jit call becomes a cache key and the leaves compiled code takes, and back.
 
-A call's arguments split three ways: arrays and Python numbers are traced
-(dynamic leaves); Variables and Modules are passed as themselves and key by
-identity; ``static_argnums`` / ``static_argnames`` values key by value and are
-put back in place when the arguments are rebuilt.
+A call's leaves split three ways. Arrays and Python numbers are traced
+(dynamic leaves), as by ``jax.jit``. Everything JAX cannot trace is passed to
+``fn`` as itself, automatically static as with ``tf.function``: Variables,
+Modules and other objects (functions, instances of plain classes) key by
+identity and are held weakly; values that cannot be weakly referenced (bool,
+str, dtypes) key by value. ``static_argnums`` / ``static_argnames`` values
+key by value and are put back in place when the arguments are rebuilt.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from jax._src.array import ArrayImpl
 
 from ._errors import JaxvarsTypeError
 from ._module import Module
 from ._variable import Variable
 
-# An argument that is a Variable or Module is passed to ``fn`` as itself (its
-# identity keys the compiled code); every other leaf is traced like in jax.jit.
+# Variables and Modules stand for state: transforms pass them as themselves.
 OBJECT_TYPES = (Variable, Module)
+# What jax.jit traces (besides objects offering __jax_array__).
+_TRACED_TYPES = (jax.Array, np.ndarray, np.generic, int, float, complex)
 
 
 def is_object(x: Any) -> bool:
     return isinstance(x, OBJECT_TYPES)
+
+
+def is_traced(x: Any) -> bool:
+    """Whether a call's leaf ``x`` is traced: arrays and numbers, but not bools or objects."""
+    if type(x) is ArrayImpl:
+        return True
+    if isinstance(x, OBJECT_TYPES) or isinstance(x, bool):
+        return False
+    return isinstance(x, _TRACED_TYPES) or hasattr(x, "__jax_array__")
+
+
+def by_identity(x: Any) -> bool:
+    """Whether an untraced leaf keys by identity (held weakly) rather than by value."""
+    if isinstance(x, OBJECT_TYPES):
+        return True
+    try:
+        weakref.ref(x)
+    except TypeError:
+        return False
+    return True
+
+
+def holder(x: Any) -> Callable[[], Any] | None:
+    """How compiled code finds a call's leaf again: None for a traced leaf (it is an
+    input), a weak reference to an object, a closure holding a value."""
+    if is_traced(x):
+        return None
+    if by_identity(x):
+        return weakref.ref(x)
+    return lambda: x
+
+
+def _leaf_key(x: Any, fn_name: str) -> Any:
+    if is_traced(x):
+        return None
+    if by_identity(x):
+        return id(x)
+    try:
+        hash(x)
+    except TypeError:
+        raise JaxvarsTypeError(
+            f"jv.jit({fn_name}): an argument of type {type(x).__name__} can be neither traced "
+            "(it is no array or number) nor kept as a static value (it is not hashable). "
+            "Register its class as a pytree, or reach it through a closure."
+        ) from None
+    return (type(x), x)
 
 
 def flat_key(args: tuple[Any, ...]) -> tuple[int | None, ...]:
@@ -32,25 +84,25 @@ def flat_key(args: tuple[Any, ...]) -> tuple[int | None, ...]:
     return tuple([None if type(a) is ArrayImpl else id(a) for a in args])
 
 
-def cache_key(args: tuple[Any, ...], kwargs: dict[str, Any], statics: Any) -> Any:
+def cache_key(args: tuple[Any, ...], kwargs: dict[str, Any], statics: Any, fn_name: str) -> Any:
     """The key of a call, and the leaves compiled code takes.
 
-    Returns ``(key, leaves, treedef)``. A call whose arguments are all arrays,
-    Variables and Modules has the flat key (``treedef`` None: the leaves are
-    the arguments); any other keys by pytree structure, the objects' ids and
-    the static values.
+    Returns ``(key, leaves, treedef)``. A call whose arguments are all arrays
+    and objects has the flat key (``treedef`` None: the leaves are the
+    arguments); any other keys by pytree structure, the objects' ids and the
+    static values.
     """
     if not kwargs and not statics:
         key = flat_key(args)
-        if all(a is None or isinstance(x, OBJECT_TYPES) for a, x in zip(key, args, strict=True)):
+        flat = zip(key, args, strict=True)
+        if all(a is None or (not is_traced(x) and by_identity(x)) for a, x in flat):
             return key, args, None
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs), is_leaf=is_object)
-    objects = tuple(id(x) if isinstance(x, OBJECT_TYPES) else None for x in leaves)
-    return (treedef, objects, statics), leaves, treedef
+    return (treedef, tuple(_leaf_key(x, fn_name) for x in leaves), statics), leaves, treedef
 
 
 class Slot:
-    """Where a Variable or Module argument stands, in arguments handed to JAX.
+    """Where an untraced leaf (an object, a static value) stands, in arguments handed to JAX.
 
     A pytree node with no leaves: JAX traces the arguments around it with the
     names the user gave them, and ``Slot.index`` finds the object again.
@@ -70,8 +122,8 @@ jax.tree_util.register_pytree_node(
 
 
 def with_slots(leaves: Sequence[Any], treedef: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The call's ``(args, kwargs)`` with each Variable or Module replaced by a Slot."""
-    marked = [Slot(i) if isinstance(x, OBJECT_TYPES) else x for i, x in enumerate(leaves)]
+    """The call's ``(args, kwargs)`` with each untraced leaf replaced by a Slot."""
+    marked = [x if is_traced(x) else Slot(i) for i, x in enumerate(leaves)]
     if treedef is None:
         return tuple(marked), {}
     return jax.tree_util.tree_unflatten(treedef, marked)

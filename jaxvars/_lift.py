@@ -65,7 +65,7 @@ class Touched(NamedTuple):
 
     assigned: list[Variable]  # the variables it assigns, in order
     read: list[Variable]  # those it reads and does not assign
-    modules: list[Any]  # modules whose methods it ran
+    used: list[Any]  # modules whose methods it ran, collections it read
     traced: Any  # what ``trace`` returned (a jaxpr, or the output's shapes)
 
 
@@ -101,7 +101,7 @@ def touched(
     frame = frames[-1]
     assigned = list(frame.assigned)
     read = [v for v in frame.discovered if v not in frame.assigned]
-    return Touched(assigned, read, list(frame.modules), traced)
+    return Touched(assigned, read, list(frame.used), traced)
 
 
 def pure_of(

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _trace
 from ._errors import JaxvarsValueError
-from ._scope import AUTO_REUSE, VariableScope, current_scope, variable_scope
+from ._scope import AUTO_REUSE, VariableScope, get_variable_scope, variable_scope
 from ._store import active_store
 from ._variable import Variable
 
@@ -72,7 +72,7 @@ class Module:
             self._set_name(name)
 
     def _set_name(self, name: str | None) -> None:
-        parent = current_scope().name
+        parent = get_variable_scope().name
         base = name if name is not None else _snake_case(type(self).__name__)
         full = active_store()._unique_name(f"{parent}/{base}" if parent else base)
         self._module_name = name if name is not None else full.rsplit("/", 1)[-1]
@@ -190,7 +190,7 @@ def _in_module_scope(method: Callable[..., Any]) -> Callable[..., Any]:
         scope = self.__dict__.get("_module_scope")
         if scope is None:  # a method called before the module was named
             return method(self, *args, **kwargs)
-        _trace.note_module(self)  # compiled code that runs it depends on its structure
+        _trace.note_used(self)  # compiled code that runs it depends on its structure
         with variable_scope(scope, reuse=AUTO_REUSE):
             return method(self, *args, **kwargs)
 

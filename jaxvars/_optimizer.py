@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import jax
@@ -13,9 +13,9 @@ from jax.core import Tracer
 from . import _naming, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._module import Module
-from ._scope import adopt, current_scope
+from ._scope import adopt, get_variable_scope
 from ._store import active_store
-from ._transforms import masked_gradient
+from ._transforms import masked_gradient, value_and_grad
 from ._variable import Variable
 
 
@@ -60,22 +60,50 @@ class Optimizer:
         self._target = target
         self.variables: dict[str, Variable] = _keyed_variables(target)
         _naming.check_name(name, "optimizer")
-        parent = current_scope().name
+        parent = get_variable_scope().name
         self._scope = active_store()._unique_name(f"{parent}/{name}" if parent else name)
+        self._state: list[Variable] = []
+        self._build_state()
         with _trace.outside():
-            if any(v.is_abstract for v in self.variables.values()):
-                # Abstract parameters (jv.eval_shape): abstract state, nothing computed.
-                shapes = {
-                    k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in self.variables.items()
-                }
-                state = jax.eval_shape(tx.init, shapes)
-            else:
-                state = tx.init({key: v.value for key, v in self.variables.items()})
-            paths_and_leaves, self._treedef = jax.tree_util.tree_flatten_with_path(state)
-            self._state = [
-                self._state_variable(_path_name(path), leaf) for path, leaf in paths_and_leaves
-            ]
             self.iterations = self._state_variable("iterations", jnp.zeros((), jnp.int32))
+
+    def _build_state(self) -> None:
+        """Make the state for ``self.variables``, keeping the state variables that exist."""
+        variables = self.variables
+        with _trace.outside():
+            if any(v.is_abstract for v in variables.values()):
+                # Abstract parameters (jv.eval_shape): abstract state, nothing computed.
+                shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in variables.items()}
+                state = jax.eval_shape(self._tx.init, shapes)
+            else:
+                state = self._tx.init({key: v.value for key, v in variables.items()})
+            paths_and_leaves, self._treedef = jax.tree_util.tree_flatten_with_path(state)
+            kept = {v.name: v for v in self._state}
+            self._state = [
+                kept.get(f"{self._scope}/{_path_name(path)}")
+                or self._state_variable(_path_name(path), leaf)
+                for path, leaf in paths_and_leaves
+            ]
+
+    def _follow(self) -> None:
+        """Over a Module: take in the variables it gained (layers built lazily)."""
+        if not isinstance(self._target, Module):
+            return
+        current = self._target.named_variables()
+        if current.keys() == self.variables.keys() and all(
+            current[k] is v for k, v in self.variables.items()
+        ):
+            return
+        for key, variable in current.items():
+            old = self.variables.get(key)
+            if old is not None and old is not variable:
+                raise JaxvarsValueError(
+                    f"Module '{self._target.name}' replaced its variable {key!r} after the "
+                    "optimiser was made; its optimiser state would no longer fit. Create a "
+                    "new Optimizer, or assign the new value to the old variable."
+                )
+        self.variables = current
+        self._build_state()
 
     def _state_variable(self, key: str, leaf: Any) -> Variable:
         full = f"{self._scope}/{key}"
@@ -118,19 +146,33 @@ class Optimizer:
         start = len(self._scope) + 1
         return {name[start:]: v for name, v in self.state_variables.items()}
 
-    def apply_gradients(self, grads: Any) -> None:
+    def apply_gradients(self, grads: Any, global_step: Variable | None = None) -> None:
         """Update the variables from ``grads``, eagerly or inside ``jv.jit``.
+
+        Over a Module, variables the module gained since the last call (layers
+        built lazily) get optimiser state first. A variable's ``constraint``
+        is applied to its updated value (frozen and masked-out elements stay
+        untouched).
 
         Args:
             grads: Shaped like what ``jv.grad`` returns for the target (a tuple
                 for a Module's ``trainable_variables``, a list for a list, a dict
                 for a dict, an array for a Variable), or a list, tuple or
                 iterator of ``(gradient, variable)`` pairs, as in TensorFlow.
+            global_step: A variable to increment by one, as in TF1.
 
         Raises:
             ValueError: a gradient for an unknown variable, a wrong count, or a
                 gradient of another shape than its variable.
+            TypeError: a ``global_step`` that is not a Variable.
         """
+        if global_step is not None and not isinstance(global_step, Variable):
+            raise JaxvarsTypeError(
+                f"apply_gradients: global_step must be a jv.Variable (e.g. "
+                f"jv.Variable(0, name='global_step', trainable=False)), got "
+                f"{type(global_step).__name__}."
+            )
+        self._follow()
         by_key = self._gradients_by_key(grads)
         params = {key: v.value for key, v in self.variables.items()}
         full = {}
@@ -151,11 +193,70 @@ class Optimizer:
         for key, variable in self.variables.items():
             if variable.trainable is False:
                 continue  # never assigned: stays bit-identical
-            new = optax.apply_updates(params[key], updates[key])
+            new = _constrained(variable, optax.apply_updates(params[key], updates[key]))
             variable.assign(_mask(variable, new, params[key]))
         for variable, leaf in zip(self._state, jax.tree.leaves(new_state), strict=True):
             variable.assign(leaf)
         self.iterations.assign_add(1)
+        if global_step is not None:
+            global_step.assign_add(1)
+
+    def apply(self, grads: Any, variables: Any = None) -> None:
+        """Keras 3's ``optimizer.apply(grads, trainable_variables)``.
+
+        Args:
+            grads: Gradients, one per variable of ``variables``; or, with
+                ``variables`` None, shaped like the target (see ``apply_gradients``).
+            variables: The variables the gradients are for (each optimised here).
+
+        Example:
+            >>> import optax
+            >>> import jaxvars as jv
+            >>> w = jv.Variable([1.0, 2.0], name="w")
+            >>> with jv.Store():
+            ...     opt = jv.Optimizer(optax.sgd(0.5), [w])
+            ...     opt.apply([w.value], [w])
+            >>> w.numpy()
+            array([0.5, 1. ], dtype=float32)
+        """
+        if variables is None:
+            return self.apply_gradients(grads)
+        grads, variables = list(grads), list(variables)
+        if len(grads) != len(variables):
+            raise JaxvarsValueError(
+                f"apply: got {len(grads)} gradients for {len(variables)} variables."
+            )
+        return self.apply_gradients(list(zip(grads, variables, strict=True)))
+
+    def minimize(self, loss_fn: Callable[[], Any], global_step: Variable | None = None) -> Any:
+        """Compute the gradients of ``loss_fn()`` for the target's trainable variables
+        and apply them; returns the loss. Eagerly or inside ``jv.jit``.
+
+        Args:
+            loss_fn: A function of no arguments returning the scalar loss (it
+                reads the variables; TF1's loss tensor is such a function here).
+            global_step: A variable to increment by one, as in TF1.
+
+        Example:
+            >>> import optax
+            >>> import jaxvars as jv
+            >>> w = jv.Variable(3.0, name="w")
+            >>> with jv.Store():
+            ...     opt = jv.Optimizer(optax.sgd(0.25), [w])
+            ...     float(opt.minimize(lambda: w * w)), float(w)
+            (9.0, 1.5)
+        """
+        if not callable(loss_fn):
+            raise JaxvarsTypeError(
+                "minimize takes a function of no arguments computing the loss (e.g. "
+                f"lambda: loss(model(x), y)), got {type(loss_fn).__name__}: a value "
+                "computed beforehand has no gradient to follow."
+            )
+        self._follow()
+        wrt = [v for v in self.variables.values() if v.trainable is not False]
+        loss, grads = value_and_grad(loss_fn, wrt)()
+        self.apply_gradients(list(zip(grads, wrt, strict=True)), global_step)
+        return loss
 
     def _gradients_by_key(self, grads: Any) -> dict[str, Any]:
         keys = {id(v): key for key, v in self.variables.items()}
@@ -204,7 +305,7 @@ def _is_pairs(grads: Any) -> bool:
 def _keyed_variables(target: Any) -> dict[str, Variable]:
     """The target's variables keyed by structure: module paths, dict keys or indexes."""
     if isinstance(target, Module):
-        return target.named_variables()
+        return target.named_variables()  # may be empty: a module that builds lazily
     if isinstance(target, Variable):
         return {"0": target}
     items = target.items() if isinstance(target, Mapping) else enumerate(target)
@@ -217,6 +318,19 @@ def _keyed_variables(target: Any) -> dict[str, Variable]:
             + (f" holding {', '.join(sorted(set(bad)))}." if bad else " with no variables.")
         )
     return keyed
+
+
+def _constrained(variable: Variable, new: Any) -> Any:
+    constraint = variable.constraint
+    if constraint is None:
+        return new
+    projected = constraint(new)
+    if jnp.shape(projected) != variable.shape:
+        raise JaxvarsValueError(
+            f"The constraint of variable '{variable.name}' returned shape "
+            f"{jnp.shape(projected)}; it must keep the variable's shape {variable.shape}."
+        )
+    return projected
 
 
 def _mask(variable: Variable, new: Any, old: Any) -> Any:

@@ -8,7 +8,7 @@ import functools
 import operator
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -17,6 +17,7 @@ from . import _dtypes, _naming, _random, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._initializers import default_for
 from ._store import active_store
+from ._tf_keywords import refuse_tf_keywords
 from ._variable import Variable
 
 
@@ -38,29 +39,42 @@ class _AutoReuse:
 
 
 AUTO_REUSE = _AutoReuse()
-Reuse = bool | _AutoReuse | None
+Reuse = bool | _AutoReuse
+Getter = Callable[..., Any]
 
 
 class VariableScope:
     """An open or captured variable scope: its full name and its defaults.
 
-    Obtained from ``with jv.variable_scope(...) as scope``. Entering it again
-    (even inside another scope) reopens the same absolute name.
+    Obtained from ``with jv.variable_scope(...) as scope`` or
+    ``jv.get_variable_scope()``. Entering it again (even inside another scope)
+    reopens the same absolute name.
 
     Attributes:
         name: The full scope name, e.g. ``"filter/conv1"`` (``""`` at the top).
-        reuse: None (create only), True (get only) or ``jv.AUTO_REUSE``.
+        reuse: False (create only), True (get only) or ``jv.AUTO_REUSE``.
         initializer: The default initializer of ``get_variable`` in this scope.
+        regularizer: The default regularizer of ``get_variable`` in this scope.
         dtype: The default dtype of ``get_variable`` in this scope.
+        custom_getter: The getter ``get_variable`` calls in this scope (the
+            scopes' getters composed), or None.
     """
 
     def __init__(
-        self, name: str, reuse: Reuse = None, initializer: Any = None, dtype: Any = None
+        self,
+        name: str,
+        reuse: Reuse = False,
+        initializer: Any = None,
+        dtype: Any = None,
+        regularizer: Callable[[Any], Any] | None = None,
+        custom_getter: Getter | None = None,
     ) -> None:
         self.name = name
         self.reuse: Reuse = reuse
         self.initializer = initializer
         self.dtype = dtype
+        self.regularizer = regularizer
+        self.custom_getter = custom_getter
 
     def reuse_variables(self) -> None:
         """Switch this scope to reuse: ``get_variable`` gets existing variables."""
@@ -70,63 +84,135 @@ class VariableScope:
         return f"<jaxvars.VariableScope {self.name!r} reuse={self.reuse!r}>"
 
 
-_TOP = VariableScope("")
-_current: contextvars.ContextVar[VariableScope] = contextvars.ContextVar(
-    "jaxvars_variable_scope", default=_TOP
+# The innermost open scope; None outside any, where the active store's top
+# scope applies (per store, as TF keeps it per graph, so that
+# `get_variable_scope().reuse_variables()` at the top level lasts until the
+# store is cleared).
+_current: contextvars.ContextVar[VariableScope | None] = contextvars.ContextVar(
+    "jaxvars_variable_scope", default=None
 )
 
 
-def current_scope() -> VariableScope:
-    """The innermost open variable scope (the top scope, named ``""``, outside any)."""
-    return _current.get()
+def get_variable_scope() -> VariableScope:
+    """The innermost open variable scope; outside any, the active store's top scope (``""``).
+
+    Example:
+        >>> import jaxvars as jv
+        >>> with jv.Store():
+        ...     with jv.variable_scope("tower"):
+        ...         scope = jv.get_variable_scope()
+        ...         w = jv.get_variable("w", [2])
+        ...         scope.reuse_variables()
+        ...         jv.get_variable("w") is w
+        True
+        >>> scope.name, scope.reuse
+        ('tower', True)
+    """
+    scope = _current.get()
+    if scope is not None:
+        return scope
+    store = active_store()
+    with store._lock:
+        if store.top_scope is None:
+            store.top_scope = VariableScope("")
+        return store.top_scope
 
 
 @contextlib.contextmanager
 def variable_scope(
-    name_or_scope: str | VariableScope,
-    reuse: Reuse = None,
+    name_or_scope: str | VariableScope | None,
+    default_name: str | None = None,
+    values: Any = None,
     initializer: Any = None,
+    regularizer: Callable[[Any], Any] | None = None,
+    custom_getter: Getter | None = None,
+    reuse: Reuse | None = None,
     dtype: Any = None,
+    **tf_keywords: Any,
 ) -> Iterator[VariableScope]:
     """Open a scope that prefixes variable names and sets ``get_variable`` defaults.
 
+    The arguments come in ``tf.compat.v1.variable_scope``'s order.
+
     Args:
         name_or_scope: A name, nested under the enclosing scope
-            (``"filter/conv1"``), or a scope object, which keeps its absolute name.
+            (``"filter/conv1"``), a scope object, which keeps its absolute
+            name, or None with ``default_name``.
+        default_name: With ``name_or_scope=None``: a fresh scope named
+            ``default_name``, ``default_name_1``, ... unique among its
+            siblings in the active store (how TF layers name themselves).
+        values: Accepted for TF code and ignored (TF uses it for graphs).
+        initializer: Default initializer of ``get_variable`` inside (inherited).
+        regularizer: Default regularizer of ``get_variable`` inside (inherited).
+        custom_getter: ``getter(next_getter, name, *args, **kwargs)``, called by
+            ``get_variable`` inside instead of getting or creating (inherited).
+            Nested scopes' getters compose: the innermost is called first and
+            its ``next_getter`` is the enclosing scope's getter.
         reuse: None (inherit; the top level creates only), True (get only) or
             ``jv.AUTO_REUSE`` (get if it exists, else create). Nested scopes
             inherit it; False means None and cannot switch off an inherited reuse.
-        initializer: Default initializer of ``get_variable`` inside (inherited).
         dtype: Default dtype of ``get_variable`` inside (inherited).
 
     Yields:
         The open ``VariableScope``.
+
+    Raises:
+        TypeError: TF keywords jaxvars does not take (the message says what to
+            use instead), or a ``default_name`` that is not a str.
+        ValueError: neither a name nor a default name, or ``reuse=True`` with
+            only a default name (a fresh scope has nothing to reuse).
 
     Example:
         >>> import jaxvars as jv
         >>> with jv.Store(), jv.variable_scope("foo"):
         ...     with jv.variable_scope("bar"):
         ...         v = jv.get_variable("v", [1])
-        >>> v.name
-        'foo/bar/v'
+        ...     with jv.variable_scope(None, default_name="dense") as a:
+        ...         pass
+        ...     with jv.variable_scope(None, default_name="dense") as b:
+        ...         pass
+        >>> v.name, a.name, b.name
+        ('foo/bar/v', 'foo/dense', 'foo/dense_1')
     """
-    if reuse is False:
-        reuse = None
-    if reuse is not None and reuse is not True and reuse is not AUTO_REUSE:
+    refuse_tf_keywords("variable_scope", tf_keywords)
+    if default_name is not None and not isinstance(default_name, str):
+        raise JaxvarsTypeError(
+            f"variable_scope: default_name must be a str, got {default_name!r}. (The second "
+            "argument is default_name, as in TF; pass reuse= by keyword.)"
+        )
+    if reuse is not None and reuse is not False and reuse is not True and reuse is not AUTO_REUSE:
         raise JaxvarsValueError(f"reuse must be None, False, True or jv.AUTO_REUSE, got {reuse!r}.")
-    parent = _current.get()
+    parent = get_variable_scope()
+    store = active_store()
     if isinstance(name_or_scope, VariableScope):
-        base = name_or_scope
-        full = base.name
+        base, full = name_or_scope, name_or_scope.name
+    elif name_or_scope is not None:
+        base, name = parent, _naming.check_name(name_or_scope, "variable scope")
+        full = _join(parent.name, name)
+        store._mark_used(full)
+    elif default_name is None:
+        raise JaxvarsValueError(
+            "variable_scope(None) needs a default_name, e.g. "
+            "variable_scope(None, default_name='dense')."
+        )
+    elif reuse is True:
+        raise JaxvarsValueError(
+            f"variable_scope(None, default_name={default_name!r}, reuse=True): a fresh "
+            "scope has no variables to reuse. Name the scope to reuse it."
+        )
     else:
         base = parent
-        name = _naming.check_name(name_or_scope, "variable scope")
-        full = f"{parent.name}/{name}" if parent.name else name
+        full = store._unique_name(_join(parent.name, _naming.check_name(default_name, "scope")))
+    getter = base.custom_getter
+    if custom_getter is not None:
+        getter = custom_getter if getter is None else _compose(custom_getter, getter)
     scope = VariableScope(
         full,
         reuse=reuse or base.reuse or parent.reuse,
         initializer=initializer if initializer is not None else base.initializer,
         dtype=dtype if dtype is not None else base.dtype,
+        regularizer=regularizer if regularizer is not None else base.regularizer,
+        custom_getter=getter,
     )
     token = _current.set(scope)
     try:
@@ -136,18 +222,36 @@ def variable_scope(
         _current.reset(token)
 
 
+def _join(scope: str, name: str) -> str:
+    return f"{scope}/{name}" if scope else name
+
+
+def _compose(inner: Getter, outer: Getter) -> Getter:
+    """``inner`` called first, with ``outer`` (bound to the real getter) as its next getter."""
+
+    def composed(getter: Getter, *args: Any, **kwargs: Any) -> Any:
+        return inner(functools.partial(outer, getter), *args, **kwargs)
+
+    return composed
+
+
 def get_variable(
     name: str,
     shape: tuple[int, ...] | list[int] | None = None,
     dtype: Any = None,
     initializer: Any = None,
+    regularizer: Callable[[Any], Any] | None = None,
     trainable: Any = True,
+    collections: Iterable[str] | None = None,
+    constraint: Callable[[Any], Any] | None = None,
+    custom_getter: Getter | None = None,
+    **tf_keywords: Any,
 ) -> Variable:
     """Get the variable ``scope/name`` from the active store, or create it.
 
     Whether it gets or creates follows the scope's ``reuse``. The full name is
     the enclosing variable scopes' names joined with ``/``; ``name_scope`` does
-    not prefix it.
+    not prefix it. The arguments come in ``tf.compat.v1.get_variable``'s order.
 
     Args:
         name: The name inside the current variable scope.
@@ -158,16 +262,24 @@ def get_variable(
             ``jax.nn.initializers``), an array-like constant, or None (the
             scope's initializer, else Glorot uniform for floats, zeros otherwise).
             Keys come from ``jv.random``, so a fixed seed gives the same variables.
+        regularizer: A function of the value returning a scalar loss (None: the
+            scope's), summed by ``jv.regularization_loss()``.
         trainable: As for ``jv.Variable``.
+        collections: As for ``jv.Variable``.
+        constraint: As for ``jv.Variable``: a projection optimisers apply.
+        custom_getter: Called instead of the scope's getter, as
+            ``custom_getter(next_getter, full_name, shape=..., dtype=..., ...)``;
+            whatever it returns is returned.
 
     Returns:
-        The variable, whose ``.name`` is the full name.
+        The variable, whose ``.name`` is the full name (or what a custom getter returned).
 
     Raises:
         ValueError: creating an existing name without reuse, getting a missing
             name with ``reuse=True``, asking an existing variable for another
             shape or dtype, or an initializer returning another shape.
-        TypeError: a shape that is not a sequence of ints (``(2.5,)``, ``("2",)``).
+        TypeError: a shape that is not a sequence of ints (``(2.5,)``, ``("2",)``);
+            TF keywords jaxvars does not take (the message says what to use instead).
 
     Example:
         >>> import jaxvars as jv
@@ -179,30 +291,74 @@ def get_variable(
         >>> w is w2, w.name
         (True, 'conv1/weights')
     """
-    name = _naming.check_name(name, "variable")
-    scope = _current.get()
-    full = f"{scope.name}/{name}" if scope.name else name
+    refuse_tf_keywords("get_variable", tf_keywords)
+    scope = get_variable_scope()
+    full = _join(scope.name, _naming.check_name(name, "variable"))
+    arguments = {
+        "shape": shape,
+        "dtype": dtype if dtype is not None else scope.dtype,
+        "initializer": initializer if initializer is not None else scope.initializer,
+        "regularizer": regularizer if regularizer is not None else scope.regularizer,
+        "reuse": scope.reuse,
+        "trainable": trainable,
+        "collections": collections,
+        "constraint": constraint,
+    }
+    getter = custom_getter if custom_getter is not None else scope.custom_getter
+    if getter is None:
+        return _true_getter(full, **arguments)
+    return getter(_true_getter, full, **arguments)
+
+
+def _true_getter(
+    name: str,
+    shape: Any = None,
+    dtype: Any = None,
+    initializer: Any = None,
+    regularizer: Callable[[Any], Any] | None = None,
+    reuse: Reuse | None = None,
+    trainable: Any = True,
+    collections: Iterable[str] | None = None,
+    constraint: Callable[[Any], Any] | None = None,
+    **tf_keywords: Any,
+) -> Variable:
+    """Get or create the variable ``name`` (a full name) in the active store.
+
+    What custom getters call as their last ``next_getter``; ``reuse=None``
+    means the current scope's.
+    """
+    refuse_tf_keywords("get_variable", tf_keywords)
+    if reuse is None:
+        reuse = get_variable_scope().reuse
     store = active_store()
-    asked_dtype = dtype if dtype is not None else scope.dtype
     with store._lock:
-        existing = store._variables.get(full)
+        existing = store._variables.get(name)
         if existing is not None:
-            if scope.reuse is None:
+            if not reuse:
                 raise JaxvarsValueError(
-                    f"Variable '{full}' already exists, disallowed. Did you mean to set "
+                    f"Variable '{name}' already exists, disallowed. Did you mean to set "
                     "reuse=True or reuse=jv.AUTO_REUSE in variable_scope? Originally created "
-                    f"at {store._origins[full]}."
+                    f"at {store._origins[name]}."
                 )
-            _check_matches(existing, shape, asked_dtype)
+            _check_matches(existing, shape, dtype)
             return existing
-        if scope.reuse is True:
+        if reuse is True:
             raise JaxvarsValueError(
-                f"Variable '{full}' does not exist, or was not created with get_variable(). "
+                f"Variable '{name}' does not exist, or was not created with get_variable(). "
                 "Did you mean to set reuse=jv.AUTO_REUSE in variable_scope?"
             )
         with _trace.outside():  # concrete initial values, even inside jv.jit
-            variable = _create(full, shape, asked_dtype, initializer, scope, trainable)
-        store._add(full, variable, _caller())
+            variable = _create(
+                name,
+                shape,
+                dtype,
+                initializer,
+                trainable=trainable,
+                regularizer=regularizer,
+                collections=collections,
+                constraint=constraint,
+            )
+        store._add(name, variable, _caller())
         return variable
 
 
@@ -219,11 +375,7 @@ def adopt(full: str, variable: Variable) -> Variable:
     return variable
 
 
-def _create(
-    full: str, shape: Any, dtype: Any, initializer: Any, scope: VariableScope, trainable: Any
-) -> Variable:
-    if initializer is None:
-        initializer = scope.initializer
+def _create(full: str, shape: Any, dtype: Any, initializer: Any, **options: Any) -> Variable:
     if dtype is None and initializer is not None and not callable(initializer):
         dtype = _dtypes.infer_dtype(_dtypes.to_array(initializer, name=full)[0])
     dtype = _dtypes.canonical_dtype(dtype if dtype is not None else np.float32, name=full)
@@ -250,7 +402,7 @@ def _create(
             )
         value = initializer
     with _naming.prefix(""):  # get_variable names are absolute: no name_scope prefix
-        return Variable(value, name=full, dtype=dtype, trainable=trainable)
+        return Variable(value, name=full, dtype=dtype, **options)
 
 
 def _check_shape(full: str, shape: Any) -> tuple[int, ...]:
@@ -324,8 +476,7 @@ def make_template(name: str, fn: Callable[..., R], **kwargs: Any) -> Callable[..
         (2.0, 6.0, 'scale')
     """
     name = _naming.check_name(name, "template")
-    parent = _current.get().name
-    full = active_store()._unique_name(f"{parent}/{name}" if parent else name)
+    full = active_store()._unique_name(_join(get_variable_scope().name, name))
     scope = VariableScope(full)
     bound = functools.partial(fn, **kwargs) if kwargs else fn
     created = False
@@ -333,7 +484,7 @@ def make_template(name: str, fn: Callable[..., R], **kwargs: Any) -> Callable[..
     @functools.wraps(fn)
     def template(*args: Any, **call_kwargs: Any) -> R:
         nonlocal created
-        with variable_scope(scope, reuse=True if created else None):
+        with variable_scope(scope, reuse=created):
             result = bound(*args, **call_kwargs)
         created = True
         return result

@@ -3,22 +3,73 @@
 from __future__ import annotations
 
 import contextvars
+import weakref
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
 from . import _dtypes, _trace
 from ._errors import JaxvarsValueError
-from ._variable import Variable
+from ._operators import unwrap
+
+if TYPE_CHECKING:  # _variable imports this module: variables join their store's collections
+    from ._variable import Variable
 
 _active: contextvars.ContextVar[tuple[Store, ...]] = contextvars.ContextVar(
     "jaxvars_active_stores", default=()
 )
 
 
-class Store(Mapping[str, Variable]):
+class GraphKeys:
+    """Names of the standard collections, as ``tf.GraphKeys``.
+
+    Example:
+        >>> import jaxvars as jv
+        >>> jv.GraphKeys.GLOBAL_VARIABLES, jv.GraphKeys.TRAINABLE_VARIABLES
+        ('variables', 'trainable_variables')
+    """
+
+    GLOBAL_VARIABLES = "variables"
+    LOCAL_VARIABLES = "local_variables"
+    TRAINABLE_VARIABLES = "trainable_variables"
+    MODEL_VARIABLES = "model_variables"
+    MOVING_AVERAGE_VARIABLES = "moving_average_variables"
+    METRIC_VARIABLES = "metric_variables"
+    GLOBAL_STEP = "global_step"
+
+
+# Not a TF collection: the variables that have a regularizer, whatever
+# collections they joined. regularization_loss() reads only this one, so
+# creating other variables never retraces a step that computes it.
+REGULARIZED = "jaxvars:regularized"
+
+
+class Collection:
+    """An ordered set of variables held weakly (ordered by when they joined).
+
+    Weakly, because jaxvars keeps no variable alive that user code dropped; a
+    store's own variables stay in it because the store holds them. Compiled
+    code that read a collection depends on it: a variable joining evicts it.
+    """
+
+    __slots__ = ("_members", "__weakref__")
+
+    def __init__(self) -> None:
+        self._members: weakref.WeakValueDictionary[int, Variable] = weakref.WeakValueDictionary()
+
+    def add(self, variable: Variable) -> None:
+        if id(variable) not in self._members:
+            self._members[id(variable)] = variable
+            _trace.changed(self)
+
+    def members(self) -> list[Variable]:
+        _trace.note_used(self)  # compiled code reading it is stale once it changes
+        return list(self._members.values())
+
+
+class Store(Mapping[str, "Variable"]):
     """A registry of named variables, used like a read-only dict.
 
     ``get_variable`` creates and finds variables in the active store: the
@@ -40,6 +91,8 @@ class Store(Mapping[str, Variable]):
         self._variables: dict[str, Variable] = {}
         self._origins: dict[str, str] = {}
         self._name_counts: dict[str, int] = {}
+        self._collections: dict[str, Collection] = {}
+        self.top_scope: Any = None  # the store's top VariableScope, made by _scope on first use
         # The one state lock, not a lock per store: get_variable may draw a
         # random key (which takes the state lock) while it holds the store's,
         # and a jv.jit step holding the state lock may call get_variable.
@@ -113,6 +166,10 @@ class Store(Mapping[str, Variable]):
             self._variables.clear()
             self._origins.clear()
             self._name_counts.clear()
+            self.top_scope = None
+            for collection in self._collections.values():
+                _trace.changed(collection)
+            self._collections.clear()
 
     def __enter__(self) -> Store:
         # The stack lives in a context variable (per thread), not on the store,
@@ -128,6 +185,25 @@ class Store(Mapping[str, Variable]):
     def _add(self, name: str, variable: Variable, origin: str) -> None:
         self._variables[name] = variable
         self._origins[name] = origin
+
+    def collection(self, key: str) -> Collection:
+        """The collection named ``key`` (made empty on first use)."""
+        with self._lock:
+            collection = self._collections.get(key)
+            if collection is None:
+                collection = self._collections[key] = Collection()
+            return collection
+
+    def _join(self, variable: Variable, keys: Any) -> None:
+        """Add ``variable`` to the collections named ``keys``."""
+        with self._lock:
+            for key in keys:
+                self.collection(key).add(variable)
+
+    def _mark_used(self, name: str) -> None:
+        """Note that the scope ``name`` was opened, so generated names skip it."""
+        with self._lock:
+            self._name_counts[name] = max(self._name_counts.get(name, 0), 1)
 
     def _unique_name(self, base: str) -> str:
         """``base``, then ``base_1``, ``base_2``... on later calls with the same base."""
@@ -145,7 +221,7 @@ def check_state(
     Returns the values to assign, keyed by name. Raises one ValueError that
     lists every problem.
     """
-    values = {n: v.value if isinstance(v, Variable) else v for n, v in state.items()}
+    values = {n: unwrap(v) for n, v in state.items()}
     found = {  # keys naming no variable are never looked into
         name: (np.shape(value), _dtype_of(value)) if name in variables else None
         for name, value in values.items()
@@ -202,21 +278,30 @@ def active_store() -> Store:
 
 
 def default_store() -> Store:
-    """The store ``get_variable`` uses outside any ``with store:`` block.
+    """The active store, as ``tf.get_default_graph()``: the innermost one entered
+    with ``with store:``, else the process-wide default store.
 
     Example:
         >>> import jaxvars as jv
-        >>> isinstance(jv.default_store(), jv.Store)
+        >>> store = jv.Store()
+        >>> with store:
+        ...     jv.default_store() is store
         True
+        >>> jv.default_store() is store
+        False
     """
-    return _default_store
+    return active_store()
 
 
 def reset_default_store() -> None:
-    """Empty the default store, so re-running a notebook cell creates afresh.
+    """Empty the process-wide default store, so re-running a notebook cell creates afresh.
 
     The TF1 pain this removes: re-running a cell that calls ``get_variable``
-    raised "already exists". Variables already handed out keep working.
+    raised "already exists". Variables already handed out keep working. As
+    ``tf.reset_default_graph``, it refuses to run inside ``with store:``.
+
+    Raises:
+        ValueError: called inside a ``with store:`` block (use ``store.clear()``).
 
     Example:
         >>> import jaxvars as jv
@@ -224,6 +309,12 @@ def reset_default_store() -> None:
         >>> len(jv.default_store())
         0
     """
+    if _active.get():
+        raise JaxvarsValueError(
+            "reset_default_store() was called inside a `with store:` block, where the "
+            "default store is not the active one. Call it outside, or empty that store "
+            "with store.clear()."
+        )
     _default_store.clear()
 
 

@@ -12,7 +12,7 @@ Two process-wide mechanisms live here too:
 - ``STATE_LOCK`` makes each eager read, each eager assignment and each call of
   compiled code atomic with respect to the others, so a buffer that jv.jit
   donates is never one that another thread is about to be handed;
-- dependents: compiled code registers itself on the variables and modules it
+- dependents: compiled code registers itself on the variables, modules and collections it
   depends on, and a change to one of them (a ``trainable`` flag, a module's
   attribute) evicts only that code.
 """
@@ -66,7 +66,8 @@ class Frame:
         assigned: Variables assigned in this frame, in order (a dict as ordered set).
         discovered: Variables read or assigned that were not given to the frame.
         created: Variables created while the frame (or one inside it) was open.
-        modules: Modules whose methods ran in the frame (what compiled code depends on).
+        used: Modules whose methods ran and collections read in the frame: the
+            structure compiled code depends on (a change evicts it).
         records: Whether unknown variables are recorded (jit and loop frames);
             a grad frame lets them through to its parent.
     """
@@ -76,7 +77,7 @@ class Frame:
         "assigned",
         "discovered",
         "created",
-        "modules",
+        "used",
         "records",
         "parent",
         "trace",
@@ -88,7 +89,7 @@ class Frame:
         self.assigned: dict[Variable, None] = {}
         self.discovered: dict[Variable, None] = {}
         self.created: list[Variable] = []
-        self.modules: dict[Any, None] = {}
+        self.used: dict[Any, None] = {}
         self.records = records
         self.parent = current.get()
         self.trace = get_opaque_trace_state()
@@ -170,7 +171,7 @@ def frame(values: dict[Variable, Any], *, records: bool) -> Iterator[Frame]:
         current.reset(token)
         if opened.parent is not None:
             opened.parent.created.extend(opened.created)
-            opened.parent.modules.update(opened.modules)
+            opened.parent.used.update(opened.used)
 
 
 # The axis names of the jv.vmap lanes being traced, outermost first: random
@@ -205,11 +206,12 @@ def collecting_creations() -> Iterator[list[Any]]:
         _creations.reset(token)
 
 
-def note_module(module: Any) -> None:
-    """Tell the open frame, if any, that a method of ``module`` ran inside it."""
+def note_used(obj: Any) -> None:
+    """Tell the open frame, if any, that it used ``obj``: a module (a method ran)
+    or a collection (it was read). Compiled code depends on what it used."""
     frame = current.get()
     if frame is not None:
-        frame.modules[module] = None
+        frame.used[obj] = None
 
 
 # True inside jv.eval_shape: variables created there are abstract, and nothing

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +13,7 @@ from jax._src.array import ArrayImpl
 from jax.core import Tracer
 from jax.sharding import Sharding
 
-from . import _dtypes, _naming, _placement, _trace
+from . import _dtypes, _naming, _placement, _store, _trace
 from ._errors import (
     CONCRETE_ASSIGN,
     SHAPE_MISMATCH,
@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._operators import ArrayOperators, unwrap
 from ._placement import Device
+from ._sparse import SparseUpdates
 
 # The concrete array class: an exact type check on the hot path is cheaper than
 # isinstance(x, jax.Array), which goes through the ABC machinery. Imported, not
@@ -34,7 +35,7 @@ _LOCK = _trace.STATE_LOCK
 _concrete = _trace.concrete
 
 
-class Variable(ArrayOperators):
+class Variable(ArrayOperators, SparseUpdates):
     """A named, mutable cell holding one JAX array, like ``tf.Variable``.
 
     The array inside never changes; ``assign`` and friends rebind the cell to a
@@ -55,9 +56,19 @@ class Variable(ArrayOperators):
         device: A ``jax.Device`` or a string such as ``"cpu:0"``; commits the
             variable there.
         sharding: A ``jax.sharding.Sharding``; commits the variable over its devices.
+        regularizer: A function of the value returning a scalar loss, summed by
+            ``jv.regularization_loss()``.
+        constraint: A function of the value returning a value of the same
+            shape: a projection ``Optimizer.apply_gradients`` applies after
+            each update (never a plain ``assign``).
+        collections: Names of the active store's collections the variable
+            joins (held weakly). Default: ``GraphKeys.GLOBAL_VARIABLES``, and
+            ``TRAINABLE_VARIABLES`` when trainable.
 
     Raises:
-        TypeError: a non-numeric initial value, or a dtype the value cannot be cast to.
+        TypeError: a non-numeric initial value, or a dtype the value cannot be cast
+            to; a regularizer or constraint that is not callable; collections
+            that are not a list of names.
         ValueError: a ragged list, a bad trainable mask, both device and sharding.
 
     Example:
@@ -72,7 +83,15 @@ class Variable(ArrayOperators):
         array([3., 4.], dtype=float32)
     """
 
-    __slots__ = ("_array", "_name", "_trainable", "_sharding", "__weakref__")
+    __slots__ = (
+        "_array",
+        "_name",
+        "_trainable",
+        "_sharding",
+        "_regularizer",
+        "_constraint",
+        "__weakref__",
+    )
     # NumPy defers to our reflected operators instead of converting us.
     __array_priority__ = 100
 
@@ -82,6 +101,8 @@ class Variable(ArrayOperators):
     _name: str
     _trainable: bool | jax.Array
     _sharding: Sharding | None
+    _regularizer: Callable[[jax.Array], Any] | None
+    _constraint: Callable[[jax.Array], Any] | None
 
     def __init__(
         self,
@@ -92,11 +113,17 @@ class Variable(ArrayOperators):
         dtype: Any = None,
         device: Any = None,
         sharding: Sharding | None = None,
+        regularizer: Callable[[jax.Array], Any] | None = None,
+        constraint: Callable[[jax.Array], Any] | None = None,
+        collections: Iterable[str] | None = None,
     ) -> None:
         name = _naming.qualified(
             _naming.check_name("Variable" if name is None else name, "variable")
         )
         self._name = name
+        self._regularizer = _checked_function(regularizer, "regularizer", name)
+        self._constraint = _checked_function(constraint, "constraint", name)
+        keys = _collection_keys(collections, trainable is not False, name)
         self._sharding = _placement.resolve_sharding(device, sharding)
         if self._sharding is None:
             self._sharding = _placement.default_sharding(name)  # jv.device, sharding rules
@@ -112,6 +139,8 @@ class Variable(ArrayOperators):
         self._trainable = self._checked_trainable(trainable)
         _placement.log_creation(name, self._array)
         _trace.note_created(self)
+        store = _store.active_store()
+        store._join(self, keys if regularizer is None else (*keys, _store.REGULARIZED))
 
     # -- reading -----------------------------------------------------------------
 
@@ -195,6 +224,16 @@ class Variable(ArrayOperators):
         return self._array.sharding
 
     @property
+    def regularizer(self) -> Callable[[jax.Array], Any] | None:
+        """The regularizer given at creation (summed by ``jv.regularization_loss``), or None."""
+        return self._regularizer
+
+    @property
+    def constraint(self) -> Callable[[jax.Array], Any] | None:
+        """The projection optimisers apply after each update, or None."""
+        return self._constraint
+
+    @property
     def trainable(self) -> bool | jax.Array:
         """True/False, or the boolean mask of trainable elements that was set."""
         return self._trainable
@@ -228,8 +267,14 @@ class Variable(ArrayOperators):
 
     # -- assigning ---------------------------------------------------------------
 
-    def assign(self, value: Any) -> Variable:
-        """Rebind to ``value`` (same shape, cast to this dtype); returns the variable.
+    @overload
+    def assign(self, value: Any, read_value: Literal[True] = True) -> Variable: ...
+    @overload
+    def assign(self, value: Any, read_value: Literal[False]) -> None: ...
+    def assign(self, value: Any, read_value: bool = True) -> Variable | None:
+        """Rebind to ``value`` (same shape, cast to this dtype).
+
+        Returns the variable, or None with ``read_value=False`` (as in TF).
 
         Raises:
             ValueError: ``value`` has another shape.
@@ -244,15 +289,31 @@ class Variable(ArrayOperators):
             raise self._shape_error("assign", array.shape, shape)
         new = _dtypes.cast(array, weak, self.dtype, name=self._name, op="assign")
         self._write(new)
-        return self
+        return self if read_value else None
 
-    def assign_add(self, delta: Any) -> Variable:
-        """Rebind to ``value + delta``; ``delta`` may broadcast. Returns the variable."""
-        return self._update(operator.add, delta, "assign_add")
+    @overload
+    def assign_add(self, delta: Any, read_value: Literal[True] = True) -> Variable: ...
+    @overload
+    def assign_add(self, delta: Any, read_value: Literal[False]) -> None: ...
+    def assign_add(self, delta: Any, read_value: bool = True) -> Variable | None:
+        """Rebind to ``value + delta``; ``delta`` may broadcast.
 
-    def assign_sub(self, delta: Any) -> Variable:
-        """Rebind to ``value - delta``; ``delta`` may broadcast. Returns the variable."""
-        return self._update(operator.sub, delta, "assign_sub")
+        Returns the variable, or None with ``read_value=False``.
+        """
+        self._update(operator.add, delta, "assign_add")
+        return self if read_value else None
+
+    @overload
+    def assign_sub(self, delta: Any, read_value: Literal[True] = True) -> Variable: ...
+    @overload
+    def assign_sub(self, delta: Any, read_value: Literal[False]) -> None: ...
+    def assign_sub(self, delta: Any, read_value: bool = True) -> Variable | None:
+        """Rebind to ``value - delta``; ``delta`` may broadcast.
+
+        Returns the variable, or None with ``read_value=False``.
+        """
+        self._update(operator.sub, delta, "assign_sub")
+        return self if read_value else None
 
     def __setitem__(self, index: Any, value: Any) -> None:
         """``v[index] = value`` rebinds with ``value.at[index].set(x)``, same rules as assign."""
@@ -287,7 +348,7 @@ class Variable(ArrayOperators):
             if frame is None and type(old) is not _ArrayImpl:
                 raise self._abstract_error()
             before = old.aval
-            if delta.shape != before.shape and not _broadcasts_to(delta.shape, before.shape):
+            if delta.shape != before.shape and not _dtypes.broadcasts_to(delta.shape, before.shape):
                 raise self._shape_error(what, delta.shape, tuple(before.shape))
             new = op(old, delta)
             after = new.aval
@@ -375,7 +436,14 @@ class Variable(ArrayOperators):
         )
 
     def __copy__(self) -> Variable:
-        return Variable(self, name=self._name, trainable=self._trainable, sharding=self._sharding)
+        return Variable(
+            self,
+            name=self._name,
+            trainable=self._trainable,
+            sharding=self._sharding,
+            regularizer=self._regularizer,
+            constraint=self._constraint,
+        )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Variable:
         return self.__copy__()
@@ -434,6 +502,29 @@ def _target_dtype(array: Any, dtype: Any, name: str) -> np.dtype:
     )
 
 
+def _checked_function(fn: Any, what: str, name: str) -> Any:
+    if fn is not None and not callable(fn):
+        raise JaxvarsTypeError(
+            f"The {what} of variable '{name}' must be a function of its value, got "
+            f"{type(fn).__name__}."
+        )
+    return fn
+
+
+def _collection_keys(collections: Any, trainable: bool, name: str) -> tuple[str, ...]:
+    """The collections a new variable joins: those given, else TF's defaults."""
+    if collections is None:
+        keys = (_store.GraphKeys.GLOBAL_VARIABLES,)
+        return (*keys, _store.GraphKeys.TRAINABLE_VARIABLES) if trainable else keys
+    keys = () if isinstance(collections, str) else tuple(collections)
+    if not keys and collections or not all(isinstance(k, str) for k in keys):
+        raise JaxvarsTypeError(
+            f"collections of variable '{name}' must be a list of collection names, got "
+            f"{collections!r}."
+        )
+    return keys
+
+
 def _abstract_array(
     initial_value: Any, name: str, dtype: Any, sharding: Sharding | None
 ) -> jax.ShapeDtypeStruct:
@@ -474,13 +565,6 @@ def _initial_array(
     if value.committed:
         return _placement.uncommitted(value)
     return jnp.array(value, copy=True) if from_variable else value
-
-
-def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
-    try:
-        return jnp.broadcast_shapes(shape, target) == target
-    except ValueError:
-        return False
 
 
 def _is_nested(x: Any) -> bool:

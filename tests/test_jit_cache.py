@@ -361,7 +361,7 @@ def test_tracing_errors_name_the_users_function_and_argument():
         return x
 
     with pytest.raises(jax.errors.TracerBoolConversionError) as e:
-        my_step(model, X, training=True)
+        my_step(model, X, training=jnp.array(True))  # an array flag is traced
     message = str(e.value)
     assert "tracing the function my_step at" in message and __file__ in message
     assert "argument training" in message
