@@ -79,11 +79,12 @@ class Optimizer:
                 state = self._tx.init({key: v.value for key, v in variables.items()})
             paths_and_leaves, self._treedef = jax.tree_util.tree_flatten_with_path(state)
             kept = {v.name: v for v in self._state}
-            self._state = [
-                kept.get(f"{self._scope}/{_path_name(path)}")
-                or self._state_variable(_path_name(path), leaf)
-                for path, leaf in paths_and_leaves
-            ]
+            self._state = []
+            for path, leaf in paths_and_leaves:
+                old = kept.get(f"{self._scope}/{_path_name(path)}")
+                self._state.append(
+                    old if old is not None else self._state_variable(_path_name(path), leaf)
+                )
 
     def _follow(self) -> None:
         """Over a Module: take in the variables it gained (layers built lazily)."""
