@@ -179,7 +179,7 @@ def test_regularizers_from_get_variable_scope_and_variable():
         w = jv.get_variable("w", initializer=[1.0, 2.0])
         with jv.variable_scope("inner"):
             u = jv.get_variable("u", initializer=[3.0])  # inherited
-        b = jv.get_variable("b", initializer=[5.0], regularizer=lambda x: 0.5 * jnp.sum(x))
+        jv.get_variable("b", initializer=[5.0], regularizer=lambda x: 0.5 * jnp.sum(x))
     plain = jv.Variable([2.0], name="plain", regularizer=squares)
     free = jv.get_variable("free", initializer=[100.0])
     assert w.regularizer is squares and u.regularizer is squares and free.regularizer is None
