@@ -345,11 +345,12 @@ class Jitted:
 
         if not statics:  # with statics taken out, fn's signature would misname them
             call = functools.wraps(self._fn)(call)
-        found = _lift.touched(
-            call,
-            *traced_args,
-            trace=lambda f, *a: jax.make_jaxpr(f)(*a, **traced_kwargs),
-        )
+        with _trace.passes_of(self):
+            found = _lift.touched(
+                call,
+                *traced_args,
+                trace=lambda f, *a: jax.make_jaxpr(f)(*a, **traced_kwargs),
+            )
         may_fail = _may_fail_at_run_time(found.traced.jaxpr)
         return self._entry(key, leaves, layout, found.assigned, found.read, may_fail, found.used)
 
@@ -404,7 +405,7 @@ class Jitted:
         returns_variables: list[bool],
     ) -> Callable:
         """The pure function of (assigned values, read values, dynamic leaves)."""
-        fn = self._fn
+        fn, jitted = self._fn, self
         holders, rebuild = layout
         assigned_of, read_of = _from_call(assigned), _from_call(read)
         fn_name = self._name
@@ -414,14 +415,15 @@ class Jitted:
             call_leaves = [next(rest) if ref is None else ref() for ref in holders]
             variables, reads = assigned_of(call_leaves), read_of(call_leaves)
             args, kwargs = rebuild(call_leaves)
-            out, frame = _lift.run_pure(
-                fn,
-                [*variables, *reads],
-                [*assigned_values, *read_values],
-                args,
-                kwargs,
-                records=True,
-            )
+            with _trace.passes_of(jitted):
+                out, frame = _lift.run_pure(
+                    fn,
+                    [*variables, *reads],
+                    [*assigned_values, *read_values],
+                    args,
+                    kwargs,
+                    records=True,
+                )
             if frame.created:
                 raise JaxvarsValueError(
                     CREATED_IN_TRACE.format(fn=fn_name, name=frame.created[0].name)

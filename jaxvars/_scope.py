@@ -331,10 +331,11 @@ def _true_getter(
     if reuse is None:
         reuse = get_variable_scope().reuse
     store = active_store()
+    maker = _trace.making_for.get()
     with store._lock:
         existing = store._variables.get(name)
         if existing is not None:
-            if not reuse:
+            if not reuse and not (maker is not None and store._made_by.get(name) is maker):
                 raise JaxvarsValueError(
                     f"Variable '{name}' already exists, disallowed. Did you mean to set "
                     "reuse=True or reuse=jv.AUTO_REUSE in variable_scope? Originally created "
@@ -359,6 +360,8 @@ def _true_getter(
                 constraint=constraint,
             )
         store._add(name, variable, _caller())
+        if maker is not None:
+            store._made_by[name] = maker
         return variable
 
 

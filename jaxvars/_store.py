@@ -92,6 +92,8 @@ class Store(Mapping[str, "Variable"]):
         self._origins: dict[str, str] = {}
         self._name_counts: dict[str, int] = {}
         self._collections: dict[str, Collection] = {}
+        # {name: the jv.jit function whose pass created it}, held weakly.
+        self._made_by: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
         self.top_scope: Any = None  # the store's top VariableScope, made by _scope on first use
         # The one state lock, not a lock per store: get_variable may draw a
         # random key (which takes the state lock) while it holds the store's,
@@ -166,6 +168,7 @@ class Store(Mapping[str, "Variable"]):
             self._variables.clear()
             self._origins.clear()
             self._name_counts.clear()
+            self._made_by.clear()
             self.top_scope = None
             for collection in self._collections.values():
                 _trace.changed(collection)

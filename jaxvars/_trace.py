@@ -214,6 +214,23 @@ def note_used(obj: Any) -> None:
         frame.used[obj] = None
 
 
+# The jv.jit function whose passes (discovery, trace, retraces) are running. Its
+# Python runs once per pass, as TF1 graph-building code ran once: a variable
+# one pass made with get_variable, later passes get again instead of failing
+# with "already exists" (the TF tower loop inside a jitted step).
+making_for: contextvars.ContextVar[Any] = contextvars.ContextVar("jaxvars_making_for", default=None)
+
+
+@contextlib.contextmanager
+def passes_of(owner: Any) -> Iterator[None]:
+    """Run one pass of ``owner``'s function (see ``making_for``)."""
+    token = making_for.set(owner)
+    try:
+        yield
+    finally:
+        making_for.reset(token)
+
+
 # True inside jv.eval_shape: variables created there are abstract, and nothing
 # (not even an initial value) is computed.
 abstract: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxvars_abstract", default=False)

@@ -38,6 +38,37 @@ def test_reuse_variables_in_the_tower_loop_shares_the_variables():
     assert jv.get_variable_scope().reuse is False
 
 
+def test_the_tower_loop_inside_a_jitted_step_creates_once_and_retraces():
+    """Each trace reruns the Python: what the first pass made, later passes get."""
+    traces = []
+
+    @jv.jit
+    def step(x):
+        traces.append(1)
+        outs = []
+        with jv.variable_scope(jv.get_variable_scope()):
+            for i in range(2):
+                with jv.name_scope(f"tower_{i}"):
+                    outs.append(x * jv.get_variable("w", [2]))
+                jv.get_variable_scope().reuse_variables()
+        return outs[0] + outs[1]
+
+    w_value = None
+    for x in (jnp.ones(2), jnp.ones(2) * 2, jnp.ones((3, 2))):  # the last retraces
+        out = step(x)
+        w_value = jv.default_store()["w"].numpy()
+        np.testing.assert_allclose(out, 2 * x * w_value, rtol=1e-6)
+    assert list(jv.default_store()) == ["w"]
+    assert len(traces) == 3  # discovery and trace, then a trace for the new shape
+
+    @jv.jit
+    def another(x):
+        return x * jv.get_variable("w", [2])  # someone else's "w": still an error
+
+    with pytest.raises(ValueError, match="Variable 'w' already exists"):
+        another(jnp.ones(2))
+
+
 def test_reuse_variables_at_the_top_lasts_until_the_store_is_cleared():
     store = jv.Store()
     with store:
