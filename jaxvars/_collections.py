@@ -32,7 +32,7 @@ def get_collection(key: str, scope: str | None = None) -> list[Variable]:
         ['w']
         ['steps']
     """
-    members = active_store().collection(key).members()
+    members = active_store()._collection(key).members()
     if scope is None:
         return members
     return [v for v in members if re.match(scope, v.name)]

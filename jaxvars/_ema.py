@@ -13,7 +13,7 @@ from . import _naming, _trace
 from ._collections import trainable_variables
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._module import Module
-from ._scope import adopt
+from ._named import adopt
 from ._store import GraphKeys, active_store
 from ._variable import Variable
 

@@ -1,17 +1,20 @@
-"""A Variable's operators, declared once in a class body so type checkers see them.
+"""How a Variable behaves like an array: its operators and conversions, declared
+once in a class body so type checkers see them.
 
 Every operator reads the current value and returns a new array (comparisons
 are elementwise, as for arrays); the in-place ones (``v += d``) assign, like
-a NumPy array's, and leave ``v`` the same Variable.
+a NumPy array's, and leave ``v`` the same Variable. Conversions (``float(v)``,
+``np.asarray(v)``, ``len(v)``, iteration) convert the current value.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import jax
+import numpy as np
 
 from . import _placement
 
@@ -120,3 +123,39 @@ class ArrayOperators:
     def __imatmul__(self, other: Any) -> Any:
         # A matrix product may change the shape: assign checks it.
         return self.assign(self._value @ unwrap(other))
+
+    # -- conversions: a Variable converts like its current value ----------------------
+
+    def __jax_array__(self) -> jax.Array:
+        return self._value
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        array = np.asarray(self._value, dtype=dtype)
+        return array.copy() if copy else array
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __iter__(self) -> Iterator[jax.Array]:
+        return iter(self._value)
+
+    def __getitem__(self, index: Any) -> jax.Array:
+        return self._value[index]
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __float__(self) -> float:
+        return float(self._value)
+
+    def __int__(self) -> int:
+        return int(self._value)
+
+    def __complex__(self) -> complex:
+        return complex(self._value)
+
+    def __index__(self) -> int:
+        return operator.index(self._value)
+
+    def __format__(self, spec: str) -> str:
+        return format(self._value, spec) if spec else repr(self)

@@ -13,7 +13,8 @@ from jax.core import Tracer
 from . import _naming, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._module import Module
-from ._scope import adopt, get_variable_scope
+from ._named import adopt
+from ._scope import get_variable_scope
 from ._store import active_store
 from ._transforms import masked_gradient, value_and_grad
 from ._variable import Variable

@@ -66,7 +66,7 @@ def regularization_loss(scope: Scope = None) -> jax.Array:
 
 def _regularized(scope: Scope) -> list[Variable]:
     if scope is None or isinstance(scope, str):
-        members = active_store().collection(REGULARIZED).members()
+        members = active_store()._collection(REGULARIZED).members()
         return members if scope is None else [v for v in members if re.match(scope, v.name)]
     variables = scope.variables if isinstance(scope, Module) else scope
     if isinstance(variables, Variable):

@@ -94,7 +94,7 @@ class Store(Mapping[str, "Variable"]):
         self._collections: dict[str, Collection] = {}
         # {name: the jv.jit function whose pass created it}, held weakly.
         self._made_by: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-        self.top_scope: Any = None  # the store's top VariableScope, made by _scope on first use
+        self._top_scope: Any = None  # the store's top VariableScope, made by _scope on first use
         # The one state lock, not a lock per store: get_variable may draw a
         # random key (which takes the state lock) while it holds the store's,
         # and a jv.jit step holding the state lock may call get_variable.
@@ -169,7 +169,7 @@ class Store(Mapping[str, "Variable"]):
             self._origins.clear()
             self._name_counts.clear()
             self._made_by.clear()
-            self.top_scope = None
+            self._top_scope = None
             for collection in self._collections.values():
                 _trace.changed(collection)
             self._collections.clear()
@@ -189,7 +189,7 @@ class Store(Mapping[str, "Variable"]):
         self._variables[name] = variable
         self._origins[name] = origin
 
-    def collection(self, key: str) -> Collection:
+    def _collection(self, key: str) -> Collection:
         """The collection named ``key`` (made empty on first use)."""
         with self._lock:
             collection = self._collections.get(key)
@@ -201,7 +201,7 @@ class Store(Mapping[str, "Variable"]):
         """Add ``variable`` to the collections named ``keys``."""
         with self._lock:
             for key in keys:
-                self.collection(key).add(variable)
+                self._collection(key).add(variable)
 
     def _mark_used(self, name: str) -> None:
         """Note that the scope ``name`` was opened, so generated names skip it."""

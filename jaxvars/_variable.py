@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, overload
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax._src.array import ArrayImpl
 from jax.core import Tracer
 from jax.sharding import Sharding
 
-from . import _dtypes, _naming, _placement, _store, _trace
+from . import _dtypes, _initial, _naming, _placement, _store, _trace
 from ._errors import (
     CONCRETE_ASSIGN,
     SHAPE_MISMATCH,
@@ -121,9 +120,9 @@ class Variable(ArrayOperators, SparseUpdates):
             _naming.check_name("Variable" if name is None else name, "variable")
         )
         self._name = name
-        self._regularizer = _checked_function(regularizer, "regularizer", name)
-        self._constraint = _checked_function(constraint, "constraint", name)
-        keys = _collection_keys(collections, trainable is not False, name)
+        self._regularizer = _initial.checked_function(regularizer, "regularizer", name)
+        self._constraint = _initial.checked_function(constraint, "constraint", name)
+        keys = _initial.collection_keys(collections, trainable is not False, name)
         self._sharding = _placement.resolve_sharding(device, sharding)
         if self._sharding is None:
             self._sharding = _placement.default_sharding(name)  # jv.device, sharding rules
@@ -132,11 +131,11 @@ class Variable(ArrayOperators, SparseUpdates):
                 initial_value = initial_value()
             if _trace.abstract.get() or isinstance(initial_value, jax.ShapeDtypeStruct):
                 # Inside jv.eval_shape, or from a ShapeDtypeStruct: a shape, a dtype, no value.
-                self._array = _abstract_array(initial_value, name, dtype, self._sharding)
+                self._array = _initial.abstract_array(initial_value, name, dtype, self._sharding)
             else:
-                self._array = _initial_array(initial_value, name, dtype, self._sharding)
+                self._array = _initial.initial_array(initial_value, name, dtype, self._sharding)
         # Not the setter: a new variable is in no compiled code, so nothing retraces.
-        self._trainable = self._checked_trainable(trainable)
+        self._trainable = _initial.checked_trainable(trainable, self.shape, self._name)
         _placement.log_creation(name, self._array)
         _trace.note_created(self)
         store = _store.active_store()
@@ -240,30 +239,8 @@ class Variable(ArrayOperators, SparseUpdates):
 
     @trainable.setter
     def trainable(self, trainable: Any) -> None:
-        self._trainable = self._checked_trainable(trainable)
+        self._trainable = _initial.checked_trainable(trainable, self.shape, self._name)
         _trace.changed(self)  # gradients compiled with the old setting are stale
-
-    def _checked_trainable(self, trainable: Any) -> bool | jax.Array:
-        if isinstance(trainable, (bool, np.bool_)):
-            return bool(trainable)
-        mask_dtype = getattr(trainable, "dtype", None)
-        mask_shape = (
-            np.shape(trainable) if mask_dtype is not None or _is_nested(trainable) else None
-        )
-        if mask_dtype is None and mask_shape is not None:
-            mask_dtype = np.asarray(trainable).dtype
-        if mask_shape != self.shape or mask_dtype != np.bool_:
-            got = (
-                f"{type(trainable).__name__}"
-                if mask_shape is None
-                else f"an array of shape {mask_shape} and dtype {mask_dtype}"
-            )
-            raise JaxvarsValueError(
-                f"trainable of variable '{self._name}' must be a bool or a boolean mask of the "
-                f"variable's shape {self.shape}; got {got}. The setting is unchanged."
-            )
-        with jax.ensure_compile_time_eval():  # a concrete mask, also inside jv.eval_shape
-            return jnp.asarray(trainable, dtype=bool)
 
     # -- assigning ---------------------------------------------------------------
 
@@ -459,116 +436,6 @@ class Variable(ArrayOperators, SparseUpdates):
             raise AttributeError(
                 f"'Variable' object (and its jax.Array value) has no attribute '{attr}'"
             ) from None
-
-    def __jax_array__(self) -> jax.Array:
-        return self._value
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        array = np.asarray(self._value, dtype=dtype)
-        return array.copy() if copy else array
-
-    def __len__(self) -> int:
-        return len(self._value)
-
-    def __iter__(self) -> Iterator[jax.Array]:
-        return iter(self._value)
-
-    def __getitem__(self, index: Any) -> jax.Array:
-        return self._value[index]
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __float__(self) -> float:
-        return float(self._value)
-
-    def __int__(self) -> int:
-        return int(self._value)
-
-    def __complex__(self) -> complex:
-        return complex(self._value)
-
-    def __index__(self) -> int:
-        return operator.index(self._value)
-
-    def __format__(self, spec: str) -> str:
-        return format(self._value, spec) if spec else repr(self)
-
-
-def _target_dtype(array: Any, dtype: Any, name: str) -> np.dtype:
-    """The dtype a new variable stores: ``dtype`` if given, else inferred from the value."""
-    return (
-        _dtypes.infer_dtype(array) if dtype is None else _dtypes.canonical_dtype(dtype, name=name)
-    )
-
-
-def _checked_function(fn: Any, what: str, name: str) -> Any:
-    if fn is not None and not callable(fn):
-        raise JaxvarsTypeError(
-            f"The {what} of variable '{name}' must be a function of its value, got "
-            f"{type(fn).__name__}."
-        )
-    return fn
-
-
-def _collection_keys(collections: Any, trainable: bool, name: str) -> tuple[str, ...]:
-    """The collections a new variable joins: those given, else TF's defaults."""
-    if collections is None:
-        keys = (_store.GraphKeys.GLOBAL_VARIABLES,)
-        return (*keys, _store.GraphKeys.TRAINABLE_VARIABLES) if trainable else keys
-    keys = () if isinstance(collections, str) else tuple(collections)
-    if not keys and collections or not all(isinstance(k, str) for k in keys):
-        raise JaxvarsTypeError(
-            f"collections of variable '{name}' must be a list of collection names, got "
-            f"{collections!r}."
-        )
-    return keys
-
-
-def _abstract_array(
-    initial_value: Any, name: str, dtype: Any, sharding: Sharding | None
-) -> jax.ShapeDtypeStruct:
-    """The shape and dtype ``_initial_array`` would give, without computing anything."""
-    if isinstance(initial_value, jax.ShapeDtypeStruct):
-        shape, value_dtype = initial_value.shape, np.dtype(initial_value.dtype)
-        target = value_dtype if dtype is None else _dtypes.canonical_dtype(dtype, name=name)
-    else:
-        if isinstance(initial_value, Variable):
-            initial_value = initial_value._value
-        array, weak = _dtypes.to_array(initial_value, name=name)
-        target = _target_dtype(array, dtype, name)
-        shape = _dtypes.cast(array, weak, target, name=name, op="assign").shape
-    return jax.ShapeDtypeStruct(tuple(shape), target, sharding=sharding)
-
-
-def _initial_array(
-    initial_value: Any, name: str, dtype: Any, sharding: Sharding | None
-) -> jax.Array:
-    from_variable = isinstance(initial_value, Variable)
-    if from_variable:
-        initial_value = initial_value._value
-    array, weak = _dtypes.to_array(initial_value, name=name)
-    if isinstance(array, Tracer):
-        raise JaxvarsTypeError(
-            f"The initial value of variable '{name}' is a JAX tracer: variables are created "
-            "from concrete values. Inside jv.jit, create variables with jv.get_variable "
-            "(made on the first call, reused after), or pass a zero-argument callable as "
-            "initial_value so it runs eagerly; or create them outside the transform."
-        )
-    target = _target_dtype(array, dtype, name)
-    value = _dtypes.cast(array, weak, target, name=name, op="assign")
-    # An array given by value may keep its buffer (arrays are immutable, and
-    # jv.jit donates a buffer only when nothing else holds it), so a 400 MB
-    # model costs 400 MB. A Variable's value is copied, as TF's contract says.
-    if sharding is not None:
-        return _placement.place(value, sharding, name, copy=from_variable)
-    if value.committed:
-        return _placement.uncommitted(value)
-    return jnp.array(value, copy=True) if from_variable else value
-
-
-def _is_nested(x: Any) -> bool:
-    return isinstance(x, (list, tuple, np.ndarray, np.generic))
 
 
 def _flatten(v: Variable) -> tuple[tuple[jax.Array], None]:

@@ -1,0 +1,113 @@
+"""What a new variable starts with: its value (or shape, while abstract), dtype and collections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.core import Tracer
+from jax.sharding import Sharding
+
+from . import _dtypes, _placement, _store
+from ._errors import JaxvarsTypeError, JaxvarsValueError
+from ._operators import ArrayOperators
+
+
+def _target_dtype(array: Any, dtype: Any, name: str) -> np.dtype:
+    """The dtype a new variable stores: ``dtype`` if given, else inferred from the value."""
+    return (
+        _dtypes.infer_dtype(array) if dtype is None else _dtypes.canonical_dtype(dtype, name=name)
+    )
+
+
+def checked_function(fn: Any, what: str, name: str) -> Any:
+    if fn is not None and not callable(fn):
+        raise JaxvarsTypeError(
+            f"The {what} of variable '{name}' must be a function of its value, got "
+            f"{type(fn).__name__}."
+        )
+    return fn
+
+
+def collection_keys(collections: Any, trainable: bool, name: str) -> tuple[str, ...]:
+    """The collections a new variable joins: those given, else TF's defaults."""
+    if collections is None:
+        keys = (_store.GraphKeys.GLOBAL_VARIABLES,)
+        return (*keys, _store.GraphKeys.TRAINABLE_VARIABLES) if trainable else keys
+    keys = () if isinstance(collections, str) else tuple(collections)
+    if not keys and collections or not all(isinstance(k, str) for k in keys):
+        raise JaxvarsTypeError(
+            f"collections of variable '{name}' must be a list of collection names, got "
+            f"{collections!r}."
+        )
+    return keys
+
+
+def abstract_array(
+    initial_value: Any, name: str, dtype: Any, sharding: Sharding | None
+) -> jax.ShapeDtypeStruct:
+    """The shape and dtype ``_initial_array`` would give, without computing anything."""
+    if isinstance(initial_value, jax.ShapeDtypeStruct):
+        shape, value_dtype = initial_value.shape, np.dtype(initial_value.dtype)
+        target = value_dtype if dtype is None else _dtypes.canonical_dtype(dtype, name=name)
+    else:
+        if isinstance(initial_value, ArrayOperators):
+            initial_value = initial_value._value
+        array, weak = _dtypes.to_array(initial_value, name=name)
+        target = _target_dtype(array, dtype, name)
+        shape = _dtypes.cast(array, weak, target, name=name, op="assign").shape
+    return jax.ShapeDtypeStruct(tuple(shape), target, sharding=sharding)
+
+
+def initial_array(
+    initial_value: Any, name: str, dtype: Any, sharding: Sharding | None
+) -> jax.Array:
+    from_variable = isinstance(initial_value, ArrayOperators)
+    if from_variable:
+        initial_value = initial_value._value
+    array, weak = _dtypes.to_array(initial_value, name=name)
+    if isinstance(array, Tracer):
+        raise JaxvarsTypeError(
+            f"The initial value of variable '{name}' is a JAX tracer: variables are created "
+            "from concrete values. Inside jv.jit, create variables with jv.get_variable "
+            "(made on the first call, reused after), or pass a zero-argument callable as "
+            "initial_value so it runs eagerly; or create them outside the transform."
+        )
+    target = _target_dtype(array, dtype, name)
+    value = _dtypes.cast(array, weak, target, name=name, op="assign")
+    # An array given by value may keep its buffer (arrays are immutable, and
+    # jv.jit donates a buffer only when nothing else holds it), so a 400 MB
+    # model costs 400 MB. A Variable's value is copied, as TF's contract says.
+    if sharding is not None:
+        return _placement.place(value, sharding, name, copy=from_variable)
+    if value.committed:
+        return _placement.uncommitted(value)
+    return jnp.array(value, copy=True) if from_variable else value
+
+
+def checked_trainable(trainable: Any, shape: tuple[int, ...], name: str) -> bool | jax.Array:
+    """``trainable`` as stored: a bool, or a concrete boolean mask of ``shape``."""
+    if isinstance(trainable, (bool, np.bool_)):
+        return bool(trainable)
+    mask_dtype = getattr(trainable, "dtype", None)
+    mask_shape = np.shape(trainable) if mask_dtype is not None or _is_nested(trainable) else None
+    if mask_dtype is None and mask_shape is not None:
+        mask_dtype = np.asarray(trainable).dtype
+    if mask_shape != shape or mask_dtype != np.bool_:
+        got = (
+            f"{type(trainable).__name__}"
+            if mask_shape is None
+            else f"an array of shape {mask_shape} and dtype {mask_dtype}"
+        )
+        raise JaxvarsValueError(
+            f"trainable of variable '{name}' must be a bool or a boolean mask of the "
+            f"variable's shape {shape}; got {got}. The setting is unchanged."
+        )
+    with jax.ensure_compile_time_eval():  # a concrete mask, also inside jv.eval_shape
+        return jnp.asarray(trainable, dtype=bool)
+
+
+def _is_nested(x: Any) -> bool:
+    return isinstance(x, (list, tuple, np.ndarray, np.generic))

@@ -1,0 +1,103 @@
+"""Making and checking the variables a store names: get_variable's creation path."""
+
+from __future__ import annotations
+
+import operator
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from . import _dtypes, _naming, _random
+from ._errors import JaxvarsTypeError, JaxvarsValueError
+from ._initializers import default_for
+from ._store import active_store
+from ._variable import Variable
+
+
+def adopt(full: str, variable: Variable) -> Variable:
+    """Register ``variable`` (made by jaxvars itself) in the active store as ``full``."""
+    store = active_store()
+    with store._lock:
+        if full in store._variables:
+            raise JaxvarsValueError(
+                f"Variable '{full}' already exists, disallowed. Originally created at "
+                f"{store._origins[full]}."
+            )
+        store._add(full, variable, caller())
+    return variable
+
+
+def create(full: str, shape: Any, dtype: Any, initializer: Any, **options: Any) -> Variable:
+    if dtype is None and initializer is not None and not callable(initializer):
+        dtype = _dtypes.infer_dtype(_dtypes.to_array(initializer, name=full)[0])
+    dtype = _dtypes.canonical_dtype(dtype if dtype is not None else np.float32, name=full)
+    shape = None if shape is None else check_shape(full, shape)
+    if initializer is None:
+        initializer = default_for(dtype)
+    if callable(initializer):
+        if shape is None:
+            raise JaxvarsValueError(
+                f"get_variable('{full}'): shape is required with an initializer function."
+            )
+        value: Any = initializer(_random.next_key(), shape, dtype)
+        if tuple(np.shape(value)) != shape:
+            raise JaxvarsValueError(
+                f"get_variable('{full}'): the initializer returned a value of shape "
+                f"{tuple(np.shape(value))}, but shape {shape} was asked for."
+            )
+    else:
+        array, _ = _dtypes.to_array(initializer, name=full)
+        if shape is not None and tuple(array.shape) != shape:
+            raise JaxvarsValueError(
+                f"get_variable('{full}'): the constant initializer has shape "
+                f"{tuple(array.shape)} but shape {shape} was asked for."
+            )
+        value = initializer
+    with _naming.prefix(""):  # get_variable names are absolute: no name_scope prefix
+        return Variable(value, name=full, dtype=dtype, **options)
+
+
+def check_shape(full: str, shape: Any) -> tuple[int, ...]:
+    # operator.index takes ints of any kind (NumPy's too) and refuses what int()
+    # would silently convert: 2.5 (truncated to 2), "2", True.
+    try:
+        if isinstance(shape, (str, bytes)) or any(isinstance(d, bool) for d in shape):
+            raise TypeError
+        checked = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise JaxvarsTypeError(
+            f"get_variable('{full}'): shape must be a sequence of ints, got {shape!r}."
+        ) from None
+    if any(d < 0 for d in checked):
+        raise JaxvarsValueError(f"get_variable('{full}'): negative dimension in shape {shape}.")
+    return checked
+
+
+def check_matches(existing: Variable, shape: Any, dtype: Any) -> None:
+    if shape is not None and check_shape(existing.name, shape) != existing.shape:
+        raise JaxvarsValueError(
+            f"Trying to share variable '{existing.name}', but specified shape "
+            f"{tuple(shape)} and found shape {existing.shape}."
+        )
+    if dtype is not None:
+        asked = _dtypes.canonical_dtype(dtype, name=existing.name)
+        if asked != existing.dtype:
+            raise JaxvarsValueError(
+                f"Trying to share variable '{existing.name}', but specified dtype {asked} "
+                f"and found dtype {existing.dtype}."
+            )
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def caller() -> str:
+    """``file:line`` of the innermost frame outside jaxvars (the user's call)."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.dirname(frame.f_code.co_filename) == _PACKAGE_DIR:
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
