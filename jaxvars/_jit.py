@@ -345,7 +345,7 @@ class Jitted:
 
         if not statics:  # with statics taken out, fn's signature would misname them
             call = functools.wraps(self._fn)(call)
-        with _trace.passes_of(self):
+        with _trace.pass_of(self):
             found = _lift.touched(
                 call,
                 *traced_args,
@@ -415,7 +415,7 @@ class Jitted:
             call_leaves = [next(rest) if ref is None else ref() for ref in holders]
             variables, reads = assigned_of(call_leaves), read_of(call_leaves)
             args, kwargs = rebuild(call_leaves)
-            with _trace.passes_of(jitted):
+            with _trace.pass_of(jitted):
                 out, frame = _lift.run_pure(
                     fn,
                     [*variables, *reads],

@@ -196,7 +196,8 @@ def variable_scope(
         )
     else:
         base = parent
-        full = store._unique_name(_join(parent.name, _naming.check_name(default_name, "scope")))
+        default = _join(parent.name, _naming.check_name(default_name, "scope"))
+        full = store._unique_name(default, _trace.current_pass.get())
     getter = base.custom_getter
     if custom_getter is not None:
         getter = custom_getter if getter is None else _compose(custom_getter, getter)
@@ -325,7 +326,8 @@ def _true_getter(
     if reuse is None:
         reuse = get_variable_scope().reuse
     store = active_store()
-    maker = _trace.making_for.get()
+    made_in = _trace.current_pass.get()
+    maker = None if made_in is None else made_in.owner
     with store._lock:
         existing = store._variables.get(name)
         if existing is not None:

@@ -92,8 +92,12 @@ class Store(Mapping[str, "Variable"]):
         self._origins: dict[str, str] = {}
         self._name_counts: dict[str, int] = {}
         self._collections: dict[str, Collection] = {}
-        # {name: the jv.jit function whose pass created it}, held weakly.
+        # What jv.jit functions' passes made (see _trace.Pass), their functions
+        # held weakly: {variable name: function}, {function: [(base, scope name)]}.
         self._made_by: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        self._named_by: weakref.WeakKeyDictionary[Any, list[tuple[str, str]]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._top_scope: Any = None  # the store's top VariableScope, made by _scope on first use
         # The one state lock, not a lock per store: get_variable may draw a
         # random key (which takes the state lock) while it holds the store's,
@@ -169,6 +173,7 @@ class Store(Mapping[str, "Variable"]):
             self._origins.clear()
             self._name_counts.clear()
             self._made_by.clear()
+            self._named_by.clear()
             self._top_scope = None
             for collection in self._collections.values():
                 _trace.changed(collection)
@@ -208,12 +213,27 @@ class Store(Mapping[str, "Variable"]):
         with self._lock:
             self._name_counts[name] = max(self._name_counts.get(name, 0), 1)
 
-    def _unique_name(self, base: str) -> str:
-        """``base``, then ``base_1``, ``base_2``... on later calls with the same base."""
+    def _unique_name(self, base: str, replaying: Any = None) -> str:
+        """``base``, then ``base_1``, ``base_2``... on later calls with the same base.
+
+        Within a pass of a jv.jit function (``replaying``, a ``_trace.Pass``),
+        the n-th name asked for is the one the function's first pass got.
+        """
+        named: list[tuple[str, str]] = []
         with self._lock:
+            if replaying is not None:
+                named = self._named_by.setdefault(replaying.owner, [])
+                index = replaying.scopes_named
+                replaying.scopes_named += 1
+                if index < len(named) and named[index][0] == base:
+                    return named[index][1]
+                del named[index:]  # this pass took another path from here
             count = self._name_counts.get(base, 0)
             self._name_counts[base] = count + 1
-        return base if count == 0 else f"{base}_{count}"
+            name = base if count == 0 else f"{base}_{count}"
+            if replaying is not None:
+                named.append((base, name))
+        return name
 
 
 def check_state(

@@ -214,21 +214,36 @@ def note_used(obj: Any) -> None:
         frame.used[obj] = None
 
 
-# The jv.jit function whose passes (discovery, trace, retraces) are running. Its
-# Python runs once per pass, as TF1 graph-building code ran once: a variable
-# one pass made with get_variable, later passes get again instead of failing
-# with "already exists" (the TF tower loop inside a jitted step).
-making_for: contextvars.ContextVar[Any] = contextvars.ContextVar("jaxvars_making_for", default=None)
+class Pass:
+    """One run of a jv.jit function's Python (discovery, trace or a retrace).
+
+    The function's Python runs once per pass, as TF1 graph-building code ran
+    once, so every pass must build the same thing: a variable an earlier pass
+    made with get_variable is got again instead of failing with "already
+    exists" (the TF tower loop inside a jitted step), and the n-th scope a
+    pass names with ``default_name`` gets the name the first pass got.
+    """
+
+    __slots__ = ("owner", "scopes_named")
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner  # the jv.jit function (its Jitted)
+        self.scopes_named = 0  # default_name scopes opened so far in this pass
+
+
+current_pass: contextvars.ContextVar[Pass | None] = contextvars.ContextVar(
+    "jaxvars_pass", default=None
+)
 
 
 @contextlib.contextmanager
-def passes_of(owner: Any) -> Iterator[None]:
-    """Run one pass of ``owner``'s function (see ``making_for``)."""
-    token = making_for.set(owner)
+def pass_of(owner: Any) -> Iterator[None]:
+    """Run one pass of ``owner``'s function (see ``Pass``)."""
+    token = current_pass.set(Pass(owner))
     try:
         yield
     finally:
-        making_for.reset(token)
+        current_pass.reset(token)
 
 
 # True inside jv.eval_shape: variables created there are abstract, and nothing

@@ -115,6 +115,34 @@ def test_a_given_name_wins_and_named_scopes_are_skipped():
     assert named.name == "conv" and generated.name == "conv_1"
 
 
+def dense(x, units):
+    """A TF1 layer: it names itself with default_name."""
+    with jv.variable_scope(None, default_name="dense"):
+        kernel = jv.get_variable("kernel", [x.shape[-1], units])
+    return x @ kernel
+
+
+def test_default_names_inside_jit_are_the_same_on_every_pass():
+    traces = []
+
+    @jv.jit
+    def model(x):
+        traces.append(1)
+        return dense(dense(x, 3), 2)
+
+    for batch in (1, 1, 4):  # discovery and trace, a cached call, a retrace
+        out = model(jnp.ones((batch, 5)))
+    assert len(traces) == 3
+    assert list(jv.default_store()) == ["dense/kernel", "dense_1/kernel"]
+    store = jv.default_store()
+    np.testing.assert_allclose(
+        out, jnp.ones((4, 5)) @ store["dense/kernel"].value @ store["dense_1/kernel"].value
+    )
+    # Eagerly, or from another function, each call names new layers (as in TF).
+    dense(jnp.ones((1, 5)), 3)
+    assert "dense_2/kernel" in jv.default_store()
+
+
 def test_default_name_errors():
     with pytest.raises(ValueError, match="needs a default_name"):
         with jv.variable_scope(None):
