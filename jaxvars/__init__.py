@@ -1,6 +1,8 @@
 """jaxvars: stateful, TensorFlow-style variables for JAX."""
 
 from . import random as random
+from ._checkpoint import list_variables as list_variables
+from ._checkpoint import load_variable as load_variable
 from ._checkpoint import restore as restore
 from ._checkpoint import save as save
 from ._collections import add_to_collection as add_to_collection
@@ -67,6 +69,8 @@ __all__ = [
     "global_variables",
     "grad",
     "jit",
+    "list_variables",
+    "load_variable",
     "local_variables",
     "make_template",
     "name_scope",
@@ -110,6 +114,8 @@ for _public in (
     global_variables,
     grad,
     jit,
+    list_variables,
+    load_variable,
     local_variables,
     make_template,
     name_scope,

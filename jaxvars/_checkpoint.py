@@ -176,6 +176,68 @@ def restore(path: str | os.PathLike[str], target: Any, *, strict: bool = True) -
         variable.assign(_placed(arrays[key], variable))
 
 
+def list_variables(path: str | os.PathLike[str]) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+    """The ``(key, shape, dtype)`` of every value in a ``jv.save`` file, sorted by key.
+
+    Reads only the header, without a target (as ``tf.train.list_variables``).
+
+    Raises:
+        ValueError: the file is not a readable checkpoint (the problems listed).
+
+    Example:
+        >>> import os, tempfile
+        >>> import jaxvars as jv
+        >>> path = os.path.join(tempfile.mkdtemp(), "ckpt")
+        >>> jv.save(path, {"w": jv.Variable([[1.0, 2.0]]), "step": jv.Variable(3)})
+        >>> jv.list_variables(path)
+        [('step', (), dtype('int32')), ('w', (1, 2), dtype('float32'))]
+        >>> jv.load_variable(path, "w")
+        array([[1., 2.]], dtype=float32)
+    """
+    with open(path, "rb") as f:
+        header, _, problems = _read_header(f, os.fstat(f.fileno()).st_size)
+    if problems:
+        raise _problems(path, problems)
+    return sorted(
+        (key, tuple(entry["shape"]), _DTYPES[entry["dtype"]])
+        for key, entry in header.items()
+        if key != _METADATA
+    )
+
+
+def load_variable(path: str | os.PathLike[str], key: str) -> np.ndarray:
+    """One value of a ``jv.save`` file as a NumPy array, without a target
+    (as ``tf.train.load_variable``); its checksum is verified.
+
+    Raises:
+        ValueError: ``key`` is not in the file (the message lists some keys that
+            are), or its bytes are truncated or corrupted.
+    """
+    with open(path, "rb") as f:
+        header, data_start, problems = _read_header(f, os.fstat(f.fileno()).st_size)
+        if problems:
+            raise _problems(path, problems)
+        entry = header.get(key) if key != _METADATA else None
+        if entry is None:
+            keys = sorted(k for k in header if k != _METADATA)
+            shown = ", ".join(repr(k) for k in keys[:10]) + (", ..." if len(keys) > 10 else "")
+            raise JaxvarsValueError(
+                f"Checkpoint {os.fspath(path)!r} has no key {key!r}; its {len(keys)} keys: "
+                f"{shown}. jv.list_variables(path) lists them all."
+            )
+        array = _aligned_empty(tuple(entry["shape"]), _DTYPES[entry["dtype"]])
+        begin, end = entry["data_offsets"]
+        f.seek(data_start + begin)
+        if f.readinto(_bytes(array)) != end - begin:
+            raise _problems(path, [f"{key!r}: the file ends inside its data (truncated)"])
+    checksums, problem = _checksums(header.get(_METADATA))
+    if problem is None and key in checksums and _checksum(array) != checksums[key]:
+        problem = f"{key!r}: its data does not match its checksum (corrupted)"
+    if problem:
+        raise _problems(path, [problem])
+    return array
+
+
 def checkpoint_keys(target: Any, prefix: str = "") -> dict[str, Variable]:
     """The ``{key: variable}`` a checkpoint of ``target`` holds (see ``jv.save``)."""
     keyed = _keys_of(target, prefix)

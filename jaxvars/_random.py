@@ -32,6 +32,25 @@ def _stream() -> Variable:
     return _state[0]
 
 
+def key_variable() -> Variable:
+    """The random stream's state: a non-trainable uint32 Variable (a raw PRNG key).
+
+    Put it in a checkpoint target to resume with exactly the draws an
+    uninterrupted run would make; assigning it (``jv.restore`` does) moves
+    the stream.
+
+    Example:
+        >>> import jaxvars as jv
+        >>> jv.random.set_seed(0)
+        >>> saved = jv.random.key_variable().numpy()
+        >>> a = jv.random.normal((2,))
+        >>> _ = jv.random.key_variable().assign(saved)
+        >>> bool((jv.random.normal((2,)) == a).all())
+        True
+    """
+    return _stream()
+
+
 def is_stream(variable: Variable) -> bool:
     """Whether ``variable`` is the random stream's state."""
     return bool(_state) and variable is _state[0]

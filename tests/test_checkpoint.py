@@ -437,3 +437,47 @@ def test_checkpoint_files_follow_the_umask_or_keep_their_mode(path):
         assert os.stat(path).st_mode & 0o777 == 0o604
     finally:
         os.umask(old)
+
+
+def test_list_and_load_variables_without_a_target(path):
+    model = MLP([3, 4, 2])
+    opt = jv.Optimizer(optax.adam(0.1), model)
+    jv.save(path, {"model": model, "opt": opt})
+    listed = jv.list_variables(path)
+    assert [key for key, _, _ in listed] == sorted(key for key, _, _ in listed)
+    assert ("model/layers/0/w", (3, 4), np.dtype(np.float32)) in listed
+    assert ("opt/iterations", (), np.dtype(np.int32)) in listed
+    loaded = jv.load_variable(path, "model/layers/1/w")
+    np.testing.assert_array_equal(loaded, model.layers[1].w.numpy())
+    assert loaded.flags.writeable
+    with pytest.raises(ValueError, match="no key 'model/w'.*'model/layers/0/b'.*list_variables"):
+        jv.load_variable(path, "model/w")
+
+
+def test_load_variable_checks_its_bytes(path):
+    jv.save(path, {"v": jv.Variable(np.arange(1000, dtype=np.float32))})
+    size = os.path.getsize(path)
+    corrupt(path, size - 40, b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="checksum"):
+        jv.load_variable(path, "v")
+    assert jv.list_variables(path) == [("v", (1000,), np.dtype(np.float32))]
+    with open(path, "rb") as f:
+        content = f.read()
+    overwrite(path, content[: size - 100])
+    with pytest.raises(ValueError, match="truncated"):
+        jv.load_variable(path, "v")
+    overwrite(path, b"")
+    with pytest.raises(ValueError, match="too short"):
+        jv.list_variables(path)
+
+
+def test_the_random_stream_in_a_checkpoint_resumes_the_same_draws(path):
+    jv.random.set_seed(3)
+    jv.random.normal((2,))
+    jv.save(path, {"rng": jv.random.key_variable()})
+    expected = [jv.random.normal((3,)) for _ in range(2)]
+    jv.random.set_seed(99)
+    jv.restore(path, {"rng": jv.random.key_variable()})
+    for want in expected:
+        np.testing.assert_array_equal(jv.random.normal((3,)), want)
+    assert jv.random.key_variable().trainable is False

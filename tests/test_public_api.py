@@ -27,6 +27,8 @@ PUBLIC = {
     "trainable_variables",
     "grad",
     "jit",
+    "list_variables",
+    "load_variable",
     "make_template",
     "name_scope",
     "random",
@@ -62,7 +64,7 @@ def test_every_public_name_has_a_docstring():
 
 
 def test_random_module_surface():
-    assert set(jv.random.__all__) == {"set_seed", "next_key", "normal", "uniform"}
+    assert set(jv.random.__all__) == {"key_variable", "set_seed", "next_key", "normal", "uniform"}
 
 
 def test_every_deliberate_error_is_also_a_value_or_type_error():
