@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
 import sys
@@ -41,12 +42,9 @@ def create(full: str, shape: Any, dtype: Any, initializer: Any, **options: Any) 
             raise JaxvarsValueError(
                 f"get_variable('{full}'): shape is required with an initializer function."
             )
-        value: Any = initializer(_random.next_key(), shape, dtype)
-        if tuple(np.shape(value)) != shape:
-            raise JaxvarsValueError(
-                f"get_variable('{full}'): the initializer returned a value of shape "
-                f"{tuple(np.shape(value))}, but shape {shape} was asked for."
-            )
+        key = _random.next_key()
+        # A callable initial value: under a sharding, it is computed shard by shard.
+        value: Any = functools.partial(initializer, key, shape, dtype)
     else:
         array, _ = _dtypes.to_array(initializer, name=full)
         if shape is not None and tuple(array.shape) != shape:
@@ -56,7 +54,13 @@ def create(full: str, shape: Any, dtype: Any, initializer: Any, **options: Any) 
             )
         value = initializer
     with _naming.prefix(""):  # get_variable names are absolute: no name_scope prefix
-        return Variable(value, name=full, dtype=dtype, **options)
+        variable = Variable(value, name=full, dtype=dtype, **options)
+    if shape is not None and variable.shape != shape:  # dropped: never in the store
+        raise JaxvarsValueError(
+            f"get_variable('{full}'): the initializer returned a value of shape "
+            f"{variable.shape}, but shape {shape} was asked for."
+        )
+    return variable
 
 
 def check_shape(full: str, shape: Any) -> tuple[int, ...]:

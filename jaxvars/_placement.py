@@ -286,8 +286,8 @@ def uncommitted(value: jax.Array) -> jax.Array:
 
 def place(value: jax.Array, sharding: Sharding, name: str, copy: bool = False) -> jax.Array:
     """``value`` laid out with ``sharding`` (a copy if ``copy``), for variable ``name``."""
-    if not copy and value.committed and value.sharding == sharding:
-        return value
+    if not copy and value.committed and value.sharding.is_equivalent_to(sharding, value.ndim):
+        return value  # already laid out so (a sharded initial value): no gather
     # Spanning other processes' devices: each process puts its own shards from
     # the same host data (multi-controller JAX).
     source = value if sharding.is_fully_addressable else np.asarray(value)

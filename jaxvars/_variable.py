@@ -128,7 +128,14 @@ class Variable(ArrayOperators, SparseUpdates):
             self._sharding = _placement.default_sharding(name)  # jv.device, sharding rules
         with _trace.outside():  # initial values are concrete, even inside jv.jit
             if callable(initial_value) and not isinstance(initial_value, Variable):
-                initial_value = initial_value()
+                sharding = self._sharding
+                if sharding and len(sharding.device_set) > 1 and not _trace.abstract.get():
+                    # Imported here: it builds on the lifting helper, which needs Variable.
+                    from ._sharded_init import compute_sharded
+
+                    initial_value = compute_sharded(initial_value, sharding, name)
+                else:
+                    initial_value = initial_value()
             if _trace.abstract.get() or isinstance(initial_value, jax.ShapeDtypeStruct):
                 # Inside jv.eval_shape, or from a ShapeDtypeStruct: a shape, a dtype, no value.
                 self._array = _initial.abstract_array(initial_value, name, dtype, self._sharding)
