@@ -5,6 +5,7 @@ from ._checkpoint import list_variables as list_variables
 from ._checkpoint import load_variable as load_variable
 from ._checkpoint import restore as restore
 from ._checkpoint import save as save
+from ._checkpoint_manager import CheckpointManager as CheckpointManager
 from ._collections import add_to_collection as add_to_collection
 from ._collections import get_collection as get_collection
 from ._collections import global_variables as global_variables
@@ -48,6 +49,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AUTO_REUSE",
+    "CheckpointManager",
     "ExponentialMovingAverage",
     "GraphKeys",
     "JaxvarsError",
@@ -94,6 +96,7 @@ __all__ = [
 
 # Public names report the package, not the private module that defines them.
 for _public in (
+    CheckpointManager,
     ExponentialMovingAverage,
     GraphKeys,
     JaxvarsError,

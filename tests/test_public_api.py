@@ -2,6 +2,7 @@ import jaxvars as jv
 
 PUBLIC = {
     "AUTO_REUSE",
+    "CheckpointManager",
     "ExponentialMovingAverage",
     "GraphKeys",
     "JaxvarsError",

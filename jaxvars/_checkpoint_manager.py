@@ -1,0 +1,258 @@
+"""jv.CheckpointManager: numbered checkpoints of variables, on orbax-checkpoint.
+
+orbax-checkpoint (on TensorStore) is the JAX ecosystem's checkpoint engine: it
+writes each process's own shards, in the background if asked, to local disks
+or cloud buckets, and lists a step only once it is complete. jaxvars gives it
+the variables' values keyed as ``jv.save`` keys them (nested at ``/``), and
+restores by first checking the checkpoint's metadata against the target
+(every key, shape and dtype), then reading every value laid out with its
+target variable's sharding, and only then assigning.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import SingleDeviceSharding
+
+from . import _trace
+from ._checkpoint import checkpoint_keys
+from ._errors import JaxvarsValueError
+from ._store import mismatches
+from ._variable import Variable
+
+
+class CheckpointManager:
+    """Keep a directory of numbered checkpoints: save every N steps, keep some, restore one.
+
+    Each step holds the target's variables keyed as ``jv.save`` keys them (a
+    Module's paths, a Store's names, a dict's keys). In several processes
+    every process calls the same methods: each writes only the shards it holds
+    and reads only those it needs.
+
+    Args:
+        directory: Where the steps live (``<directory>/<step>``); a local path or
+            anything orbax accepts (``gs://bucket/run``, ``s3://...`` with the
+            matching filesystem packages).
+        max_to_keep: Keep at most this many newest steps (None: all).
+        keep_every_n_steps: Also keep every step divisible by this, forever.
+        save_interval_steps: ``save`` writes only steps divisible by this.
+        best_metric: With ``metrics={best_metric: value}`` given to ``save``,
+            retention keeps the best ``max_to_keep`` steps by that metric.
+        best_mode: ``"min"`` or ``"max"``: which values of ``best_metric`` are best.
+        async_save: Write in the background: ``save`` returns once the values
+            are copied off the devices.
+
+    Raises:
+        ValueError: orbax-checkpoint is not installed (``pip install
+            "jaxvars[orbax]"``), or a bad option.
+
+    Example:
+        >>> import tempfile
+        >>> import jaxvars as jv
+        >>> w = jv.Variable([1.0, 2.0], name="w")
+        >>> with jv.CheckpointManager(tempfile.mkdtemp(), max_to_keep=2) as mgr:
+        ...     for step in range(3):
+        ...         _ = w.assign_add(1.0)
+        ...         _ = mgr.save(step, {"w": w})
+        ...     mgr.wait()
+        ...     _ = w.assign([0.0, 0.0])
+        ...     mgr.all_steps(), mgr.restore({"w": w}), w.numpy().tolist()
+        ([1, 2], 2, [4.0, 5.0])
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_to_keep: int | None = None,
+        keep_every_n_steps: int | None = None,
+        save_interval_steps: int = 1,
+        best_metric: str | None = None,
+        best_mode: str = "min",
+        async_save: bool = True,
+    ) -> None:
+        ocp = _orbax()
+        if best_mode not in ("min", "max"):
+            raise JaxvarsValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}.")
+        for name, value in (
+            ("max_to_keep", max_to_keep),
+            ("keep_every_n_steps", keep_every_n_steps),
+            ("save_interval_steps", save_interval_steps),
+        ):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise JaxvarsValueError(f"{name} must be a positive int or None, got {value!r}.")
+        self._best_metric = best_metric
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            keep_period=keep_every_n_steps,
+            save_interval_steps=save_interval_steps,
+            best_fn=None if best_metric is None else (lambda metrics: metrics[best_metric]),
+            best_mode=best_mode,
+            enable_async_checkpointing=async_save,
+        )
+        path = os.fspath(directory)
+        # A local path made absolute; a URL (gs://, s3://) as given.
+        self.directory = path if "://" in path else os.path.abspath(path)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    # -- saving ------------------------------------------------------------------------
+
+    def save(
+        self,
+        step: int,
+        target: Any,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        force: bool = False,
+    ) -> bool:
+        """Save ``target``'s variables as ``step``; False when the interval skips it.
+
+        With ``async_save`` it returns once the values are copied off the
+        devices; a later ``save``, ``wait``, ``close`` or leaving ``with``
+        waits for the writing. The step is listed only once complete.
+
+        Raises:
+            ValueError: ``metrics`` lacks ``best_metric``, or two keys would nest
+                inside each other (``"a"`` and ``"a/b"``).
+        """
+        if self._best_metric is not None and (metrics is None or self._best_metric not in metrics):
+            raise JaxvarsValueError(
+                f"CheckpointManager.save(step={step}): best_metric {self._best_metric!r} is "
+                f"missing from metrics={metrics!r}."
+            )
+        ocp = _orbax()
+        variables = checkpoint_keys(target)
+        with _trace.STATE_LOCK:  # one consistent set of values, as a jv.jit step sees them
+            values = {key: v.value for key, v in variables.items()}
+        tree = _nested(values)
+        return self._manager.save(
+            step,
+            args=ocp.args.StandardSave(tree),
+            metrics=None if metrics is None else {k: float(m) for k, m in metrics.items()},
+            force=force,
+        )
+
+    def wait(self) -> None:
+        """Wait until every background save is written."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Wait for background saves and release the manager's resources."""
+        self._manager.close()
+
+    def __enter__(self) -> CheckpointManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- listing -------------------------------------------------------------------------
+
+    def latest_step(self) -> int | None:
+        """The newest complete step, or None."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """The complete steps kept, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def best_step(self) -> int | None:
+        """The best step by ``best_metric`` (the latest without one), or None."""
+        return self._manager.best_step()
+
+    # -- restoring ------------------------------------------------------------------------
+
+    def restore(self, target: Any, step: int | None = None) -> int:
+        """Restore ``step`` (default: the latest) into ``target``; returns the step.
+
+        Every key, shape and dtype is checked against the checkpoint first; on
+        any problem nothing changes. Each value is read laid out with its
+        target variable's sharding (a checkpoint saved on one mesh restores
+        onto another), concrete or abstract (``jv.eval_shape``) variables alike.
+
+        Raises:
+            ValueError: no such step, or the problems found (all listed).
+        """
+        ocp = _orbax()
+        if step is None:
+            step = self.latest_step()
+            if step is None:
+                raise JaxvarsValueError(f"No checkpoint to restore in {self.directory!r}.")
+        elif step not in self.all_steps():
+            raise JaxvarsValueError(
+                f"No step {step} in {self.directory!r}; the steps kept are {self.all_steps()}."
+            )
+        variables = checkpoint_keys(target)
+        metadata = self._manager.item_metadata(step)
+        metadata = _flattened(getattr(metadata, "tree", metadata))  # orbax wraps the tree
+        found = {key: (tuple(m.shape), np.dtype(m.dtype)) for key, m in metadata.items()}
+        problems = mismatches(variables, found, strict=True, source="checkpoint")
+        if problems:
+            raise JaxvarsValueError(
+                f"Cannot restore step {step} of {self.directory!r}: {len(problems)} problem(s), "
+                "nothing was changed:\n  " + "\n  ".join(problems)
+            )
+        wanted = _nested(
+            {
+                key: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=_layout(v))
+                for key, v in variables.items()
+            }
+        )
+        restored = _flattened(self._manager.restore(step, args=ocp.args.StandardRestore(wanted)))
+        with _trace.STATE_LOCK:  # every value read: now assign them all, as one update
+            for key, variable in variables.items():
+                variable.assign(restored[key])
+        return step
+
+
+def _orbax() -> Any:
+    try:
+        import orbax.checkpoint as ocp
+    except ImportError:
+        raise JaxvarsValueError(
+            'jv.CheckpointManager needs orbax-checkpoint: pip install "jaxvars[orbax]" '
+            "(jv.save and jv.restore work without it)."
+        ) from None
+    return ocp
+
+
+def _layout(variable: Variable) -> Any:
+    """Where a restored value goes: the variable's sharding, else the default device."""
+    sharding = variable._sharding
+    return sharding if sharding is not None else SingleDeviceSharding(jax.devices()[0])
+
+
+def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"a/b": x}`` as ``{"a": {"b": x}}``: orbax names each value by its tree path."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise _nesting_error(key)
+        if leaf in node:
+            raise _nesting_error(key)
+        node[leaf] = value
+    return tree
+
+
+def _nesting_error(key: str) -> JaxvarsValueError:
+    return JaxvarsValueError(
+        f"CheckpointManager: the key {key!r} and another key nest inside each other (like "
+        "'a' and 'a/b'); orbax stores values by path, so rename one of the variables."
+    )
+
+
+def _flattened(tree: Any) -> dict[str, Any]:
+    """The inverse of ``_nested``: ``{"a/b": leaf}``."""
+    leaves = jax.tree_util.tree_flatten_with_path(
+        tree, is_leaf=lambda x: not isinstance(x, Mapping)
+    )[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): leaf for path, leaf in leaves}
