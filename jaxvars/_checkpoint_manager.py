@@ -98,7 +98,10 @@ class CheckpointManager:
         path = os.fspath(directory)
         # A local path made absolute; a URL (gs://, s3://) as given.
         self.directory = path if "://" in path else os.path.abspath(path)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        # The handler named up front, so a new manager reads steps it did not write.
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+        )
 
     # -- saving ------------------------------------------------------------------------
 

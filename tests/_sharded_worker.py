@@ -1,9 +1,11 @@
 """One process of the two-process sharding tests (run by tests/test_sharded_init.py).
 
-Usage: python _sharded_worker.py PROCESS_ID NUM_PROCESSES PORT OUT.npz
+Usage: python _sharded_worker.py PROCESS_ID NUM_PROCESSES PORT OUT.npz [CHECKPOINT_DIR]
 Each process has 2 CPU devices; together they form a 4-device global mesh.
 It creates sharded variables from callables and records, for each, the
 shards this process holds (their index and data) and the random stream after.
+With CHECKPOINT_DIR it then saves them with jv.CheckpointManager and restores
+them onto another mesh, recording the restored shards instead.
 """
 
 import os
@@ -12,6 +14,7 @@ import sys
 
 def main() -> None:
     process_id, num_processes, port, out = sys.argv[1:5]
+    checkpoints = sys.argv[5] if len(sys.argv) > 5 else None
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
@@ -32,7 +35,16 @@ def main() -> None:
     ):
         w = jv.get_variable("w", (8, 6), initializer=jax.nn.initializers.normal(1.0))
         b = jv.Variable(lambda: jv.random.uniform((6,)), name="b")
-    record = {}
+    record = {"after": np.asarray(jv.random.normal((3,)))}  # the stream advanced as eagerly
+    if checkpoints is not None:
+        with jv.CheckpointManager(checkpoints) as mgr:
+            mgr.save(1, {"w": w, "b": b})  # each process writes its own shards
+        other = Mesh(np.array(jax.devices()).reshape(4), ("all",))
+        with jv.sharding_rules({"w": PartitionSpec("all"), "b": PartitionSpec()}, other):
+            w = jv.eval_shape(lambda: jv.Variable(np.zeros((8, 6), np.float32), name="w"))
+            b = jv.eval_shape(lambda: jv.Variable(np.zeros(6, np.float32), name="b"))
+        with jv.CheckpointManager(checkpoints) as mgr:
+            mgr.restore({"w": w, "b": b})
     for variable in (w, b):
         assert not variable.value.is_fully_addressable
         shards = variable.value.addressable_shards
@@ -43,7 +55,6 @@ def main() -> None:
             stops = [n if s.stop is None else s.stop for s, n in bounds]
             record[f"{variable.name}/{i}/index"] = np.array([starts, stops])
             record[f"{variable.name}/{i}/data"] = np.asarray(shard.data)
-    record["after"] = np.asarray(jv.random.normal((3,)))  # the stream advanced as eagerly
     np.savez(out, **record)
     jax.distributed.shutdown()
 

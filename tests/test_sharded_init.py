@@ -135,3 +135,23 @@ def test_two_processes_each_compute_only_their_shards(tmp_path):
         np.testing.assert_array_equal(rebuilt, reference[name])  # together: the whole value
     for result in results:
         np.testing.assert_array_equal(result["after"], reference["after"])
+
+
+def test_two_processes_save_their_shards_and_restore_onto_another_mesh(tmp_path):
+    """No gather: reading a value spanning both processes would fail in either."""
+    reference = single_device_reference()
+    checkpoints = tmp_path / "checkpoints"
+    results = run_workers(tmp_path, extra=[str(checkpoints)])
+    written = {p.name for p in (checkpoints / "1" / "default").iterdir()}
+    assert {"ocdbt.process_0", "ocdbt.process_1"} <= written  # each process wrote its own
+    for name, per_process in (("w", 2), ("b", 2)):
+        rebuilt = np.full(reference[name].shape, np.nan, np.float32)
+        for result in results:
+            assert int(result[f"{name}/count"]) == per_process
+            for i in range(per_process):
+                (starts, stops) = result[f"{name}/{i}/index"]
+                index = tuple(slice(a, z) for a, z in zip(starts, stops, strict=True))
+                np.testing.assert_array_equal(result[f"{name}/{i}/data"], reference[name][index])
+                rebuilt[index] = result[f"{name}/{i}/data"]
+        np.testing.assert_array_equal(rebuilt, reference[name])
+    assert all(result["w/0/data"].shape == (2, 6) for result in results)  # the new layout
