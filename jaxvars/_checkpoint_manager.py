@@ -17,7 +17,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import SingleDeviceSharding
 
 from . import _trace
 from ._checkpoint import checkpoint_keys
@@ -200,12 +199,7 @@ class CheckpointManager:
                 f"Cannot restore step {step} of {self.directory!r}: {len(problems)} problem(s), "
                 "nothing was changed:\n  " + "\n  ".join(problems)
             )
-        wanted = _nested(
-            {
-                key: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=_layout(v))
-                for key, v in variables.items()
-            }
-        )
+        wanted = _nested({key: _layout(v) for key, v in variables.items()})
         restored = _flattened(self._manager.restore(step, args=ocp.args.StandardRestore(wanted)))
         with _trace.STATE_LOCK:  # every value read: now assign them all, as one update
             for key, variable in variables.items():
@@ -225,9 +219,12 @@ def _orbax() -> Any:
 
 
 def _layout(variable: Variable) -> Any:
-    """Where a restored value goes: the variable's sharding, else the default device."""
-    sharding = variable._sharding
-    return sharding if sharding is not None else SingleDeviceSharding(jax.devices()[0])
+    """What orbax reads a variable's value as: laid out with its sharding, or, for an
+    uncommitted variable, a host array (assigning it keeps the variable uncommitted;
+    a value read onto a device would be committed there)."""
+    if variable._sharding is None:
+        return np.empty(variable.shape, variable.dtype)  # a type and shape; not touched
+    return jax.ShapeDtypeStruct(variable.shape, variable.dtype, sharding=variable._sharding)
 
 
 def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
