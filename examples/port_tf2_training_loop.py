@@ -3,7 +3,8 @@
 TF's guides "Writing a training loop from scratch" and "Training checkpoints":
 a ``tf.Module`` model, ``tf.GradientTape``, a ``tf.function`` train step,
 metrics that are variables, and a ``tf.train.CheckpointManager`` that keeps
-the last three checkpoints and resumes from the newest. The comment above a
+the last three checkpoints and resumes from the newest (``jv.CheckpointManager``,
+on orbax-checkpoint: ``pip install "jaxvars[orbax]"``). The comment above a
 jaxvars line is the TF line it replaces. Data: a generated regression task.
 
 Run it twice: the second run resumes where the first stopped.
@@ -112,38 +113,14 @@ def val_step(x, y):
 checkpoint = {"model": model, "optimizer": optimizer, "step": step}
 
 
-class CheckpointManager:
-    """TF's tf.train.CheckpointManager(checkpoint, directory, max_to_keep), in a few lines
-    over jv.save / jv.restore (jaxvars' own manager on orbax is coming: API.md 11)."""
-
-    def __init__(self, target, directory, max_to_keep):
-        self.target, self.directory, self.max_to_keep = target, directory, max_to_keep
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def checkpoints(self):
-        return sorted(self.directory.glob("ckpt-*.jv"), key=lambda p: int(p.stem[5:]))
-
-    @property
-    def latest_checkpoint(self):
-        found = self.checkpoints()
-        return found[-1] if found else None
-
-    def save(self, number):
-        path = self.directory / f"ckpt-{number}.jv"
-        jv.save(path, self.target)  # atomic: a crash leaves the previous ones intact
-        for old in self.checkpoints()[: -self.max_to_keep]:
-            old.unlink()
-        return path
-
-
 if "--fresh" in sys.argv or QUICK:
     shutil.rmtree(CHECKPOINTS, ignore_errors=True)
 # TF: manager = tf.train.CheckpointManager(checkpoint, './tf_ckpts', max_to_keep=3)
-manager = CheckpointManager(checkpoint, CHECKPOINTS, max_to_keep=3)
+manager = jv.CheckpointManager(CHECKPOINTS, max_to_keep=3)
 # TF: checkpoint.restore(manager.latest_checkpoint)
-if manager.latest_checkpoint is not None:
-    jv.restore(manager.latest_checkpoint, checkpoint)
-    print(f"restored from {manager.latest_checkpoint.name} at step {int(step)}")
+if manager.latest_step() is not None:
+    manager.restore(checkpoint)
+    print(f"restored from step {manager.latest_step()}")
 else:
     print("initializing from scratch")
 
@@ -154,10 +131,12 @@ for epoch in range(EPOCHS):
     for _ in range(STEPS_PER_EPOCH):
         train_step(*batch(int(step)))
     val_step(*batch(-1, size=512))
-    path = manager.save(int(step))
+    # TF: save_path = manager.save()
+    manager.save(int(step), checkpoint)
     print(
         f"epoch {epoch}: step {int(step)}, train loss {float(train_loss.result()):.4f}, "
-        f"val loss {float(val_loss.result()):.4f}, saved {path.name}"
+        f"val loss {float(val_loss.result()):.4f}, saved step {int(step)}"
     )
 
-print("checkpoints kept:", [p.name for p in manager.checkpoints()])
+manager.close()  # waits for the last save, written in the background
+print("checkpoints kept:", manager.all_steps())

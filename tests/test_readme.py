@@ -159,4 +159,17 @@ def test_the_tf1_cifar10_port_trains_towers_and_evaluates_with_averages():
 def test_the_tf2_loop_port_keeps_and_resumes_checkpoints():
     out = run_example("port_tf2_training_loop.py")
     assert "initializing from scratch" in out
-    assert "checkpoints kept: ['ckpt-20.jv', 'ckpt-40.jv']" in out
+    assert "checkpoints kept: [20, 40]" in out
+
+
+def test_the_checkpoint_manager_example_resumes_with_the_same_losses():
+    out = run_example("checkpoint_manager.py")
+    assert "steps kept: [10, 15, 20]" in out and "resumed from step 20" in out
+    assert "same losses as the uninterrupted run: True" in out
+
+
+def test_the_big_model_fits_only_sharded_and_restores_onto_another_mesh():
+    out = run_example("big_model_init.py")
+    assert "a full copy of the model: MemoryError, as intended" in out
+    assert "sharded: each process holds 128 MiB of its shards" in out
+    assert "equal to the original: True" in out
