@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import html
 import inspect
 import re
 import weakref
@@ -11,9 +10,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, Self
 
 import jax
-import numpy as np
 
-from . import _trace
+from . import _display, _trace
 from ._errors import JaxvarsValueError
 from ._scope import AUTO_REUSE, VariableScope, get_variable_scope, variable_scope
 from ._store import active_store
@@ -130,54 +128,57 @@ class Module:
     @property
     def submodules(self) -> tuple[Module, ...]:
         """Every module inside this one (not itself), pre-order, depth first."""
-        return tuple(_walk(self, set(), set())[1])
+        return tuple(module for _, module in _walk(self, set(), set())[1])
 
     def summary(self, print_fn: Callable[[str], Any] = print) -> None:
-        """Print a table of path, shape, dtype, trainable and parameter count, with totals.
+        """Print the module as a tree: each submodule with its class and subtotal,
+        each variable with its shape, dtype, trainable setting, placement or
+        sharding, parameter count and bytes; then the totals.
 
         Args:
             print_fn: Called with each line (``print`` by default).
+
+        Example:
+            >>> import jaxvars as jv
+            >>> class Net(jv.Module):
+            ...     def __init__(self):
+            ...         super().__init__()
+            ...         self.scale = jv.Variable([1.0, 2.0], name="scale")
+            >>> Net().summary()  # doctest: +ELLIPSIS
+            Net 'net...'
+            path   class / shape  dtype    trainable  placement  ...  params  bytes
+            scale  (2,)           float32  True       cpu:0 ...  2       8 B
+            Total: 2 parameters, 8 B (2 trainable, 0 non-trainable)
         """
-        header = ("path", "shape", "dtype", "trainable", "params")
-        rows = [header, *self._summary_rows()]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        print_fn(f"{type(self).__name__} '{self.name}'")
-        for row in rows:
-            print_fn(
-                "  ".join(
-                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-                ).rstrip()
-            )
-        print_fn(self._totals())
+        title, rows, footer = self._summary()
+        for line in _display.text_table(title, rows, footer):
+            print_fn(line)
 
-    def _summary_rows(self) -> Iterator[tuple[str, ...]]:
-        for path, v in self.named_variables().items():
-            trainable = v.trainable
-            label = str(trainable) if isinstance(trainable, bool) else "mask"
-            yield path, str(v.shape), str(v.dtype), label, f"{v.size:,}"
-
-    def _totals(self) -> str:
-        total = trainable = 0
-        for v in self.variables:
-            total += v.size
-            mask = v.trainable
-            trainable += v.size if mask is True else 0 if mask is False else int(np.sum(mask))
-        return (
-            f"Total: {total:,} parameters ({trainable:,} trainable, "
-            f"{total - trainable:,} non-trainable)"
-        )
+    def _summary(self) -> tuple[str, list[tuple[int, tuple[str, ...]]], str]:
+        variables, modules = _walk(self, set(), set())
+        owner = {path: module for path, module in modules}
+        rows: list[tuple[int, tuple[str, ...]]] = []
+        shown: set[str] = set()
+        for path, variable in variables:
+            parts = path.split("/")
+            # Each enclosing submodule, once, before its first variable.
+            for end in range(1, len(parts)):
+                prefix = "/".join(parts[:end])
+                if prefix in owner and prefix not in shown:
+                    shown.add(prefix)
+                    inner = owner[prefix].variables
+                    count = sum(v.size for v in inner)
+                    nbytes = sum(v.size * v.dtype.itemsize for v in inner)
+                    depth = sum(p in owner for p in ("/".join(parts[:i]) for i in range(1, end)))
+                    cells = (prefix, type(owner[prefix]).__name__, "", "", "", f"{count:,}")
+                    rows.append((depth, (*cells, _display.size_in_bytes(nbytes))))
+            depth = sum(p in owner for p in ("/".join(parts[:i]) for i in range(1, len(parts))))
+            rows.append(_display.variable_row(path, variable, depth))
+        title = f"{type(self).__name__} '{self.name}'"
+        return title, rows, _display.totals(v for _, v in variables)
 
     def _repr_html_(self) -> str:
-        cells = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-            for row in self._summary_rows()
-        )
-        head = "".join(f"<th>{h}</th>" for h in ("path", "shape", "dtype", "trainable", "params"))
-        title = html.escape(f"{type(self).__name__} '{self.name}'")
-        return (
-            f"<p><b>{title}</b></p><table><tr>{head}</tr>{cells}</table>"
-            f"<p>{html.escape(self._totals())}</p>"
-        )
+        return _display.html_table(*self._summary())
 
     def __repr__(self) -> str:
         count = sum(v.size for v in self.variables)
@@ -199,10 +200,10 @@ def _in_module_scope(method: Callable[..., Any]) -> Callable[..., Any]:
 
 def _walk(
     module: Module, seen_variables: set[int], seen_modules: set[int]
-) -> tuple[list[tuple[str, Variable]], list[Module]]:
-    """Pre-order, depth-first walk: (path, variable) pairs and submodules."""
+) -> tuple[list[tuple[str, Variable]], list[tuple[str, Module]]]:
+    """Pre-order, depth-first walk: (path, variable) and (path, submodule) pairs."""
     variables: list[tuple[str, Variable]] = []
-    modules: list[Module] = []
+    modules: list[tuple[str, Module]] = []
     seen_modules.add(id(module))
 
     def visit(value: Any, path: str) -> None:
@@ -212,10 +213,10 @@ def _walk(
                 variables.append((path, value))
         elif isinstance(value, Module):
             if id(value) not in seen_modules:
-                modules.append(value)
+                modules.append((path, value))
                 inner, submodules = _walk(value, seen_variables, seen_modules)
                 variables.extend((f"{path}/{p}", v) for p, v in inner)
-                modules.extend(submodules)
+                modules.extend((f"{path}/{p}", m) for p, m in submodules)
         elif isinstance(value, (list, tuple)):
             for i, item in enumerate(value):
                 visit(item, f"{path}/{i}")

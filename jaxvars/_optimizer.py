@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 from jax.core import Tracer
 
-from . import _naming, _trace
+from . import _display, _naming, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._module import Module
 from ._named import adopt
@@ -117,17 +117,21 @@ class Optimizer:
         return adopt(full, variable)
 
     def __repr__(self) -> str:
-        params = sum(v.size for v in self.variables.values())
-        state = sum(v.size for v in self._state)
-        try:
-            steps = str(int(self.iterations))
-        except Exception:  # inside a trace, or abstract: no number to show
-            steps = "?"
         return (
-            f"<jaxvars.Optimizer '{self._scope}': {len(self.variables)} variables "
-            f"({params:,} values), {len(self._state)} state variables ({state:,} values), "
-            f"iterations={steps}>"
+            f"<jaxvars.Optimizer '{self._scope}' ({_transformation_name(self._tx)}): "
+            f"{len(self.variables)} variables ({_count(self.variables.values()):,} values), "
+            f"{len(self._state)} state variables ({_count(self._state):,} values), "
+            f"iterations={_steps(self.iterations)}>"
         )
+
+    def _repr_html_(self) -> str:
+        rows = _display.named_rows(self.state_variables)
+        title = (
+            f"Optimizer '{self._scope}' ({_transformation_name(self._tx)}) over "
+            f"{len(self.variables)} variables ({_count(self.variables.values()):,} values), "
+            f"iterations={_steps(self.iterations)}"
+        )
+        return _display.html_table(title, rows, "State: " + _display.totals(self._state))
 
     @property
     def scope_name(self) -> str:
@@ -290,6 +294,23 @@ class Optimizer:
                 f"Got a gradient for '{name}', which this optimiser does not update."
             )
         return keys[id(variable)]
+
+
+def _transformation_name(tx: Any) -> str:
+    """The optax function that made ``tx`` (``chain``, ``scale_by_adam``), from its init."""
+    qualname = getattr(tx.init, "__qualname__", "")
+    return f"optax.{qualname.split('.')[0]}" if qualname else type(tx).__name__
+
+
+def _count(variables: Any) -> int:
+    return sum(v.size for v in variables)
+
+
+def _steps(iterations: Variable) -> str:
+    try:
+        return str(int(iterations))
+    except Exception:  # inside a trace, or abstract: no number to show
+        return "?"
 
 
 def _is_pairs(grads: Any) -> bool:

@@ -122,6 +122,15 @@ class Store(Mapping[str, "Variable"]):
     def __repr__(self) -> str:
         return f"<jaxvars.Store with {len(self)} variables: {list(self._variables)}>"
 
+    def _repr_html_(self) -> str:
+        from . import _display  # it describes variables, which import this module
+
+        items = self._items()
+        title = f"Store with {len(items)} variables"
+        return _display.html_table(
+            title, _display.named_rows(items), _display.totals(items.values())
+        )
+
     # Stores are distinct registries: compare by identity, not by contents
     # (Mapping's __eq__ would compare variables, which is elementwise).
     __eq__ = object.__eq__

@@ -419,6 +419,12 @@ class Variable(ArrayOperators, SparseUpdates):
             f"trainable={trainable} {_placement.describe_array(self._array)} value={values}>"
         )
 
+    def _repr_html_(self) -> str:
+        # Imported here: the display module describes variables, so it needs this one.
+        from ._display import variable_html
+
+        return variable_html(self)
+
     def __copy__(self) -> Variable:
         return Variable(
             self,

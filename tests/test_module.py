@@ -1,5 +1,6 @@
 """jv.Module (API.md section 3)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -123,26 +124,80 @@ def test_a_module_that_skips_super_init_is_still_named():
     assert bare.name == "bare" and bare.v.name == "bare/v"
 
 
-def test_summary_prints_a_table_with_totals():
+def test_summary_prints_the_submodule_tree_with_subtotals_and_totals():
     block = MyBlock()
     block.first.w.trainable = np.array([[True, False, False], [True, False, False]])
     lines = []
     block.summary(print_fn=lines.append)
-    text = "\n".join(lines)
+    rows = [line.split() for line in lines]
     assert lines[0] == "MyBlock 'my_block'"
-    assert lines[1].split() == ["path", "shape", "dtype", "trainable", "params"]
-    assert lines[2].split() == ["first/w", "(2,", "3)", "float32", "mask", "6"]
-    assert ["scale", "()", "float32", "False", "1"] in [line.split() for line in lines]
-    assert "layers/1/0/w" in text
+    assert rows[1] == [
+        "path",
+        "class",
+        "/",
+        "shape",
+        "dtype",
+        "trainable",
+        "placement",
+        "params",
+        "bytes",
+    ]
+    # A submodule row (class, subtotal), then its variables indented under it.
+    assert rows[2] == ["first", "Dense", "9", "36", "B"]
+    assert rows[3] == [
+        "first/w",
+        "(2,",
+        "3)",
+        "float32",
+        "mask",
+        "33.3%",
+        "cpu:0",
+        "(uncommitted)",
+        "6",
+        "24",
+        "B",
+    ]
+    assert lines[3].startswith("  first/w")
+    assert ["scale", "()", "float32", "False", "cpu:0", "(uncommitted)", "1", "4", "B"] in rows
+    assert ["layers/1/0", "Dense", "4", "16", "B"] in rows
     total = 6 + 3 + 1 + 9 + 3 + 3 + 1 + 1
-    assert lines[-1] == f"Total: {total} parameters ({total - 4 - 1} trainable, 5 non-trainable)"
+    assert lines[-1] == (
+        f"Total: {total} parameters, {4 * total} B ({total - 4 - 1} trainable, 5 non-trainable)"
+    )
 
 
-def test_html_repr_and_repr():
+def test_summary_shows_shardings():
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    layer = Dense(8, 2)
+    layer.w = jv.Variable(jnp.ones((8, 2)), sharding=NamedSharding(mesh, PartitionSpec("data")))
+    lines = []
+    layer.summary(print_fn=lines.append)
+    assert "P('data',) over 8 devices" in "\n".join(lines)
+
+
+def test_html_reprs_of_module_variable_store_and_optimizer():
+    import optax
+
     block = MyBlock()
     html = block._repr_html_()
-    assert "<table>" in html and "<td>layers/1/0/w</td>" in html
+    assert "<table>" in html and ">layers/1/0/w</td>" in html and "<td>Dense</td>" in html
     assert repr(block) == "MyBlock(name='my_block', parameters=27)"
+    w = block.first.w
+    w.trainable = np.array([[True, False, False], [True, False, False]])
+    variable_html = w._repr_html_()
+    assert "Variable &#x27;my_block/dense/w&#x27;" in variable_html
+    assert "mask 33.3%" in variable_html and "cpu:0 (uncommitted)" in variable_html
+    big = jv.Variable(jnp.arange(100.0), name="big")._repr_html_()
+    assert "min 0, mean 49.5, max 99" in big  # statistics, not 100 values
+    store = jv.Store()
+    with store:
+        jv.get_variable("v", [3])
+    assert "Store with 1 variables" in store._repr_html_() and ">v</td>" in store._repr_html_()
+    opt = jv.Optimizer(optax.sgd(0.1), block)
+    assert "iterations=0" in opt._repr_html_() and "optimizer/iterations" in opt._repr_html_()
+    assert repr(opt).startswith("<jaxvars.Optimizer 'optimizer' (optax.")
 
 
 def test_modules_compose_in_calls():

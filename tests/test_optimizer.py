@@ -175,6 +175,6 @@ def test_optimizer_repr_says_what_it_optimises():
         opt = jv.Optimizer(optax.adam(1e-3), model)
     opt.apply_gradients(jv.grad(lambda: jnp.sum(model(jnp.ones((1, 3)))), model)())
     assert repr(opt) == (
-        "<jaxvars.Optimizer 'optimizer': 4 variables (21 values), "
+        "<jaxvars.Optimizer 'optimizer' (optax.chain): 4 variables (21 values), "
         "9 state variables (43 values), iterations=1>"
     )
