@@ -24,7 +24,7 @@ def adopt(full: str, variable: Variable) -> Variable:
         if full in store._variables:
             raise JaxvarsValueError(
                 f"Variable '{full}' already exists, disallowed. Originally created at "
-                f"{store._origins[full]}."
+                f"{store._origins[full]}." + (NOTEBOOK_HINT if in_notebook() else "")
             )
         store._add(full, variable, caller())
     return variable
@@ -98,10 +98,37 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def caller() -> str:
-    """``file:line`` of the innermost frame outside jaxvars (the user's call)."""
+    """Where the user's call is: ``file:line`` of the innermost frame outside
+    jaxvars, or ``In [3], line 2`` for a notebook cell."""
     frame = sys._getframe(1)
     while frame is not None and os.path.dirname(frame.f_code.co_filename) == _PACKAGE_DIR:
         frame = frame.f_back
     if frame is None:
         return "<unknown>"
+    cell = _notebook_cell(frame.f_code.co_filename)
+    if cell is not None:
+        return f"In [{cell}], line {frame.f_lineno}"
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def in_notebook() -> bool:
+    """Whether this runs in an IPython kernel or shell (without importing IPython)."""
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and getattr(ipython, "get_ipython", lambda: None)() is not None
+
+
+def _notebook_cell(filename: str) -> int | None:
+    """The execution count of the cell IPython compiled into ``filename``, if any."""
+    if not in_notebook():
+        return None
+    shell = sys.modules["IPython"].get_ipython()
+    # IPython names each cell's code by a temporary file and remembers its number.
+    numbers = getattr(getattr(shell, "compile", None), "_filename_map", {})
+    return numbers.get(filename)
+
+
+NOTEBOOK_HINT = (
+    " In a notebook, re-running a cell that creates variables needs "
+    "jv.reset_default_store() at the top of the cell (or store.clear() for your own "
+    "store): the store forgets its variables and the cell creates them afresh."
+)

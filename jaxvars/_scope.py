@@ -336,6 +336,7 @@ def _true_getter(
                     f"Variable '{name}' already exists, disallowed. Did you mean to set "
                     "reuse=True or reuse=jv.AUTO_REUSE in variable_scope? Originally created "
                     f"at {store._origins[name]}."
+                    + (_named.NOTEBOOK_HINT if _named.in_notebook() else "")
                 )
             _named.check_matches(existing, shape, dtype)
             return existing

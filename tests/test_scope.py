@@ -294,3 +294,29 @@ def test_an_initializer_returning_another_shape_is_refused():
     with pytest.raises(ValueError, match="'w'.*returned a value of shape \\(3,\\).*\\(2,\\)"):
         jv.get_variable("w", (2,), initializer=lambda key, shape, dtype: jnp.zeros(3, dtype))
     assert "w" not in jv.default_store()
+
+
+def test_in_a_notebook_already_exists_names_the_cell_and_the_fix(monkeypatch):
+    """IPython compiles each cell to a temporary file and remembers its number."""
+    import sys
+    import types
+
+    cell_file = "/tmp/ipykernel_1234/2894619.py"
+    shell = types.SimpleNamespace(compile=types.SimpleNamespace(_filename_map={cell_file: 3}))
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+    cell = compile('\n\nw = jv.get_variable("w", [2])\n', cell_file, "exec")
+    exec(cell, {"jv": jv})
+    with pytest.raises(ValueError) as e:
+        exec(cell, {"jv": jv})  # the cell re-run
+    message = str(e.value)
+    assert "Originally created at In [3], line 3." in message
+    assert "jv.reset_default_store() at the top of the cell" in message
+    jv.reset_default_store()  # the fix works
+    exec(cell, {"jv": jv})
+
+
+def test_outside_a_notebook_the_error_names_the_file_and_line():
+    jv.get_variable("w", [2])
+    with pytest.raises(ValueError) as e:
+        jv.get_variable("w", [2])
+    assert f"{__file__}:" in str(e.value) and "reset_default_store" not in str(e.value)
