@@ -173,3 +173,23 @@ def test_the_big_model_fits_only_sharded_and_restores_onto_another_mesh():
     assert "a full copy of the model: MemoryError, as intended" in out
     assert "sharded: each process holds 128 MiB of its shards" in out
     assert "equal to the original: True" in out
+
+
+def test_every_python_block_of_the_readme_runs_top_to_bottom():
+    """One namespace, in order, as a reader pasting them would; a block marked
+    ``<!-- not run: ... -->`` (it needs several processes) is the one exception."""
+    import textwrap
+
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"(<!-- not run[^>]*-->\n)?( *)```python\n(.+?)\n *```", text, re.S)
+    assert len(blocks) >= 4
+    namespace: dict = {}
+    ran = 0
+    for marker, _indent, code in blocks:
+        if marker:
+            continue
+        source = textwrap.dedent(code)
+        exec(compile(source, f"README.md block {ran}", "exec"), namespace)
+        ran += 1
+    assert ran == len(blocks) - 1
+    assert int(namespace["opt"].iterations) == 1  # the last block trained a step
