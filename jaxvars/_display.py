@@ -44,12 +44,14 @@ def placement(variable: Variable) -> str:
 
 def size_in_bytes(count: int) -> str:
     """``512 B``, ``4.0 KiB``, ``1.5 GiB``."""
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    if count < 1024:
+        return f"{count} B"
+    size = count / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
         size /= 1024
-    raise AssertionError("unreachable")
+    return f"{size:.1f} GiB"
 
 
 def variable_row(path: str, variable: Variable, depth: int = 0) -> tuple[int, tuple[str, ...]]:

@@ -161,19 +161,19 @@ class Module:
         shown: set[str] = set()
         for path, variable in variables:
             parts = path.split("/")
-            # Each enclosing submodule, once, before its first variable.
-            for end in range(1, len(parts)):
-                prefix = "/".join(parts[:end])
-                if prefix in owner and prefix not in shown:
+            # The submodules enclosing the variable, outermost first.
+            enclosing = [
+                p for p in ("/".join(parts[:i]) for i in range(1, len(parts))) if p in owner
+            ]
+            for depth, prefix in enumerate(enclosing):  # each once, before its first variable
+                if prefix not in shown:
                     shown.add(prefix)
                     inner = owner[prefix].variables
                     count = sum(v.size for v in inner)
                     nbytes = sum(v.size * v.dtype.itemsize for v in inner)
-                    depth = sum(p in owner for p in ("/".join(parts[:i]) for i in range(1, end)))
                     cells = (prefix, type(owner[prefix]).__name__, "", "", "", f"{count:,}")
                     rows.append((depth, (*cells, _display.size_in_bytes(nbytes))))
-            depth = sum(p in owner for p in ("/".join(parts[:i]) for i in range(1, len(parts))))
-            rows.append(_display.variable_row(path, variable, depth))
+            rows.append(_display.variable_row(path, variable, len(enclosing)))
         title = f"{type(self).__name__} '{self.name}'"
         return title, rows, _display.totals(v for _, v in variables)
 

@@ -1,14 +1,12 @@
 """Sharded initialisation (API.md section 11): callables computed shard by shard."""
 
 import os
-import socket
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _processes import run_two_processes
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxvars as jv
@@ -87,41 +85,9 @@ def test_an_initial_value_function_may_not_assign_other_variables(mesh):
     assert float(other) == 0.0
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_workers(tmp_path, worker=WORKER, extra=()):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-    outs = [tmp_path / f"process{i}.npz" for i in range(2)]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, worker, str(i), "2", str(port), str(out), *extra],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for i, out in enumerate(outs)
-    ]
-    logs = []
-    try:
-        for process in workers:
-            stdout, _ = process.communicate(timeout=240)
-            logs.append(stdout.decode(errors="replace")[-3000:])
-    finally:
-        for process in workers:
-            process.kill()
-    for process, log in zip(workers, logs, strict=True):
-        assert process.returncode == 0, log
-    return [dict(np.load(out)) for out in outs]
-
-
 def test_two_processes_each_compute_only_their_shards(tmp_path):
     reference = single_device_reference()
-    results = run_workers(tmp_path)
+    results = run_two_processes(WORKER, tmp_path)
     for name in ("w", "b"):
         rebuilt = np.full(reference[name].shape, np.nan, np.float32)
         for result in results:
@@ -141,7 +107,7 @@ def test_two_processes_save_their_shards_and_restore_onto_another_mesh(tmp_path)
     """No gather: reading a value spanning both processes would fail in either."""
     reference = single_device_reference()
     checkpoints = tmp_path / "checkpoints"
-    results = run_workers(tmp_path, extra=[str(checkpoints)])
+    results = run_two_processes(WORKER, tmp_path, extra=[str(checkpoints)])
     written = {p.name for p in (checkpoints / "1" / "default").iterdir()}
     assert {"ocdbt.process_0", "ocdbt.process_1"} <= written  # each process wrote its own
     for name, per_process in (("w", 2), ("b", 2)):
