@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ._errors import JaxvarsTypeError
 from ._store import GraphKeys, active_store
@@ -106,3 +107,17 @@ def local_variables(scope: str | None = None) -> list[Variable]:
         (True, [])
     """
     return get_collection(GraphKeys.LOCAL_VARIABLES, scope)
+
+
+def as_variable_list(target: Any, expected: str) -> list[Variable]:
+    """``target`` (a Variable, or an iterable of them) as a list of Variables.
+
+    Raises:
+        TypeError: something else is in it; the message starts with ``expected``
+            (what the caller takes) and names the types found.
+    """
+    items = [target] if isinstance(target, Variable) else list(target)
+    bad = sorted({type(v).__name__ for v in items if not isinstance(v, Variable)})
+    if bad:
+        raise JaxvarsTypeError(f"{expected}; got a collection holding {', '.join(bad)}.")
+    return items

@@ -10,7 +10,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from . import _naming, _trace
-from ._collections import trainable_variables
+from ._collections import as_variable_list, trainable_variables
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._module import Module
 from ._named import adopt
@@ -184,13 +184,7 @@ class ExponentialMovingAverage:
 def _variables_of(target: Any) -> list[Variable]:
     if isinstance(target, Module):
         return list(target.trainable_variables)
-    if isinstance(target, Variable):
-        return [target]
-    items = list(target.values() if isinstance(target, Mapping) else target)
-    bad = sorted({type(v).__name__ for v in items if not isinstance(v, Variable)})
-    if bad:
-        raise JaxvarsTypeError(
-            "ExponentialMovingAverage takes a Variable, a Module, or a list or dict of "
-            f"Variables; got a collection holding {', '.join(bad)}."
-        )
-    return items
+    return as_variable_list(
+        target.values() if isinstance(target, Mapping) else target,
+        "ExponentialMovingAverage takes a Variable, a Module, or a list or dict of Variables",
+    )

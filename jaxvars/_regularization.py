@@ -9,7 +9,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._errors import JaxvarsTypeError, JaxvarsValueError
+from ._collections import as_variable_list
+from ._errors import JaxvarsValueError
 from ._module import Module
 from ._store import REGULARIZED, active_store
 from ._variable import Variable
@@ -68,16 +69,11 @@ def _regularized(scope: Scope) -> list[Variable]:
     if scope is None or isinstance(scope, str):
         members = active_store()._collection(REGULARIZED).members()
         return members if scope is None else [v for v in members if re.match(scope, v.name)]
-    variables = scope.variables if isinstance(scope, Module) else scope
-    if isinstance(variables, Variable):
-        variables = [variables]
-    variables = list(variables)
-    bad = [type(v).__name__ for v in variables if not isinstance(v, Variable)]
-    if bad:
-        raise JaxvarsTypeError(
-            "regularization_loss(scope=...): scope must be None, a scope name, a Module "
-            f"or a list of Variables; got a list holding {', '.join(sorted(set(bad)))}."
-        )
+    variables = as_variable_list(
+        scope.variables if isinstance(scope, Module) else scope,
+        "regularization_loss(scope=...): scope must be None, a scope name, a Module or a "
+        "list of Variables",
+    )
     return [v for v in variables if v.regularizer is not None]
 
 

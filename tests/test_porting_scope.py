@@ -293,6 +293,8 @@ def test_regularizer_errors_name_the_variable():
     with pytest.raises(ValueError, match="regularizer of variable 'vec'.*shape \\(2,\\)"):
         jv.regularization_loss()
     del vec
+    with pytest.raises(TypeError, match="scope must be None, a scope name.*holding int"):
+        jv.regularization_loss([1])
 
 
 # -- collections and the active store -----------------------------------------------------

@@ -198,6 +198,8 @@ def test_ema_errors_name_the_variable_and_change_nothing():
     with pytest.raises(ValueError, match="no average of variable 'w'"):
         with ema.swapped([w]):
             pass
+    with pytest.raises(TypeError, match="takes a Variable, a Module.*holding str"):
+        ema.apply({"w": "not a variable"})
     with pytest.raises(ValueError, match="decay must be in"):
         jv.ExponentialMovingAverage(1.5)
 
