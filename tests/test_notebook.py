@@ -3,10 +3,9 @@
 import os
 import pathlib
 
+import nbclient  # the notebook extra, which the test extra includes
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "examples" / "notebook.ipynb"
 
