@@ -284,7 +284,11 @@ class Dependent(Protocol):
 # on it)}. Keyed by id, not by the object: Variables compare elementwise, so a
 # WeakKeyDictionary could not tell two of them apart.
 _dependents: dict[int, tuple[weakref.ref, weakref.WeakSet[Any]]] = {}
-_dependents_lock = threading.Lock()
+# Re-entrant: a watched object can die while the lock is held (the garbage
+# collector may run on any allocation inside depend), and its weak reference's
+# callback, run at once on the same thread, takes the lock again. Measured: a
+# plain Lock deadlocked a CI run this way.
+_dependents_lock = threading.RLock()
 
 
 def depend(entry: Dependent, objects: list[Any]) -> None:

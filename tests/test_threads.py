@@ -196,3 +196,28 @@ def test_creating_variables_beside_a_step_that_gets_variables_never_deadlocks():
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "deadlocked"
     assert len(store) == 201
+
+
+def test_a_watched_object_dying_while_the_dependents_lock_is_held_does_not_deadlock():
+    """The collector can free a watched object inside ``depend``, on the thread
+    holding the lock; the object's weak-reference callback takes the lock too."""
+    from jaxvars import _trace
+
+    class Entry:
+        def evict(self):
+            pass
+
+    class Watched:
+        pass
+
+    entry, holder = Entry(), [Watched()]
+    _trace.depend(entry, holder)
+    finished = threading.Event()
+
+    def die_under_the_lock():
+        with _trace._dependents_lock:
+            holder.clear()  # the last reference: the callback runs here, now
+        finished.set()
+
+    threading.Thread(target=die_under_the_lock, daemon=True).start()
+    assert finished.wait(timeout=60), "deadlock: the callback could not take the lock"
