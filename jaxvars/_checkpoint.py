@@ -212,6 +212,14 @@ def load_variable(path: str | os.PathLike[str], key: str) -> np.ndarray:
     Raises:
         ValueError: ``key`` is not in the file (the message lists some keys that
             are), or its bytes are truncated or corrupted.
+
+    Example:
+        >>> import os, tempfile
+        >>> import jaxvars as jv
+        >>> path = os.path.join(tempfile.mkdtemp(), "ckpt")
+        >>> jv.save(path, {"bias": jv.Variable([0.5, -0.5])})
+        >>> jv.load_variable(path, "bias")
+        array([ 0.5, -0.5], dtype=float32)
     """
     with open(path, "rb") as f:
         header, data_start, problems = _read_header(f, os.fstat(f.fileno()).st_size)
