@@ -161,7 +161,8 @@ class ExponentialMovingAverage:
         with store._lock:
             while name in store:  # another variable of the same name already has one
                 name = store._unique_name(self.average_name(variable))
-            with _naming.prefix(""), _trace.outside():  # the current value, concretely
+            # The value the variable has now: inside jv.jit, the one the step computed.
+            with _naming.prefix(""):
                 shadow = Variable(
                     variable,
                     name=name,

@@ -10,7 +10,7 @@ import numpy as np
 from jax.core import Tracer
 from jax.sharding import Sharding
 
-from . import _dtypes, _placement, _store
+from . import _dtypes, _placement, _store, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._operators import ArrayOperators
 
@@ -61,34 +61,52 @@ def abstract_array(
     return jax.ShapeDtypeStruct(tuple(shape), target, sharding=sharding)
 
 
+TRACED_INITIAL_VALUE = (
+    "Variable '{name}' is created from a value traced by a JAX transform ({where}), which "
+    "cannot give it a value that outlives the transform. Create it directly in the jv.jit "
+    "function (there its first value is the one the step computed), or outside the "
+    "transform; with get_variable, give a shape and an initializer function (such as "
+    "jax.nn.initializers.zeros), which runs eagerly."
+)
+TRACED_MASK = (
+    "trainable of variable '{name}' was set to a mask traced by a JAX transform: a mask is "
+    "a fixed setting that gradients compiled later depend on, so it must be concrete. "
+    "Compute the mask outside the jitted function (`w.trainable = np.abs(w.numpy()) > t`), "
+    "or keep the mask in a variable and multiply by it. The setting is unchanged."
+)
+
+
 def initial_array(
-    initial_value: Any, name: str, dtype: Any, sharding: Sharding | None
+    initial_value: Any, name: str, dtype: Any, sharding: Sharding | None, owner: Any = None
 ) -> jax.Array:
+    """The new variable's array. A value traced by the trace creating ``owner`` is
+    deferred (see ``_trace.deferring_frame``): a placeholder now, its value after."""
     from_variable = isinstance(initial_value, ArrayOperators)
     if from_variable:
         initial_value = initial_value._value
     array, weak = _dtypes.to_array(initial_value, name=name)
-    if isinstance(array, Tracer):
-        raise JaxvarsTypeError(
-            f"The initial value of variable '{name}' is a JAX tracer: variables are created "
-            "from concrete values. Inside jv.jit, create variables with jv.get_variable "
-            "(made on the first call, reused after), or pass a zero-argument callable as "
-            "initial_value so it runs eagerly; or create them outside the transform."
-        )
     target = _target_dtype(array, dtype, name)
     value = _dtypes.cast(array, weak, target, name=name, op="assign")
+    if isinstance(value, Tracer):
+        _defer(owner, "_array", value, TRACED_INITIAL_VALUE.format(name=name, where="{where}"))
+        value = jnp.zeros(value.shape, value.dtype)
     # An array given by value may keep its buffer (arrays are immutable, and
     # jv.jit donates a buffer only when nothing else holds it), so a 400 MB
     # model costs 400 MB. A Variable's value is copied, as TF's contract says.
     if sharding is not None:
         return _placement.place(value, sharding, name, copy=from_variable)
-    if value.committed:
-        return _placement.uncommitted(value)
+    # A committed value keeps its placement, as JAX treats committed arrays (the
+    # variable adopts it); an uncommitted one stays uncommitted.
     return jnp.array(value, copy=True) if from_variable else value
 
 
-def checked_trainable(trainable: Any, shape: tuple[int, ...], name: str) -> bool | jax.Array:
-    """``trainable`` as stored: a bool, or a concrete boolean mask of ``shape``."""
+def checked_trainable(
+    trainable: Any, shape: tuple[int, ...], name: str, owner: Any = None
+) -> bool | jax.Array:
+    """``trainable`` as stored: a bool, or a concrete boolean mask of ``shape``.
+
+    A mask traced by the trace creating ``owner`` is deferred, as initial values are.
+    """
     if isinstance(trainable, (bool, np.bool_)):
         return bool(trainable)
     mask_dtype = getattr(trainable, "dtype", None)
@@ -105,8 +123,28 @@ def checked_trainable(trainable: Any, shape: tuple[int, ...], name: str) -> bool
             f"trainable of variable '{name}' must be a bool or a boolean mask of the "
             f"variable's shape {shape}; got {got}. The setting is unchanged."
         )
+    if isinstance(trainable, Tracer):
+        _defer(owner, "_trainable", trainable, TRACED_MASK.format(name=name))
+        trainable = np.ones(shape, bool)
     with jax.ensure_compile_time_eval():  # a concrete mask, also inside jv.eval_shape
         return jnp.asarray(trainable, dtype=bool)
+
+
+def _defer(owner: Any, attribute: str, traced: Any, error: str) -> None:
+    """Leave ``owner.<attribute>`` to the trace creating it, or raise ``error``."""
+    frame = None if owner is None else _trace.deferring_frame()
+    if frame is None or frame.pending is None:
+        where = "jv.eval_shape" if _trace.abstract.get() else "a transform inside jv.jit or jv.grad"
+        raise JaxvarsTypeError(error.replace("{where}", where))
+    frame.pending.append((owner, attribute, traced))
+
+
+def settle(variable: Any, attribute: str, value: jax.Array) -> None:
+    """Give a variable the value (or mask) its creation deferred, now computed."""
+    if attribute == "_array":
+        variable._array = initial_array(value, variable.name, None, variable._sharding)
+    else:
+        variable._trainable = checked_trainable(value, variable.shape, variable.name)
 
 
 def _is_nested(x: Any) -> bool:

@@ -61,6 +61,7 @@ from jax.extend.core import subjaxprs
 
 from . import _lift, _placement, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
+from ._explain import control_flow_error
 from ._jit_key import (
     as_tuple,
     by_identity,
@@ -73,6 +74,7 @@ from ._jit_key import (
     split_statics,
     with_slots,
 )
+from ._module import Module
 from ._variable import Variable
 
 P = ParamSpec("P")
@@ -341,7 +343,10 @@ class Jitted:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             args, kwargs = layout[1](from_slots(args, kwargs, leaves))
-            return self._fn(*args, **kwargs)
+            try:
+                return self._fn(*args, **kwargs)
+            except jax.errors.ConcretizationTypeError as e:  # `if v > 0:` on a variable
+                raise (control_flow_error(e, self._name) or e) from None
 
         if not statics:  # with statics taken out, fn's signature would misname them
             call = functools.wraps(self._fn)(call)
@@ -350,7 +355,11 @@ class Jitted:
                 call,
                 *traced_args,
                 trace=lambda f, *a: jax.make_jaxpr(f)(*a, **traced_kwargs),
+                defer=True,
             )
+        if found.pending:  # variables made from values the step computed (an EMA's shadow)
+            inputs = jax.tree_util.tree_leaves((traced_args, traced_kwargs))
+            _lift.settle(found.pending, found.traced, inputs)
         may_fail = _may_fail_at_run_time(found.traced.jaxpr)
         return self._entry(key, leaves, layout, found.assigned, found.read, may_fail, found.used)
 
@@ -383,7 +392,10 @@ class Jitted:
         entry = _Entry(self, key, spec(assigned), spec(read), layout, may_fail)
         self._cache[key] = entry
         objects = [x for x in leaves if not is_traced(x) and by_identity(x)]
-        _trace.depend(entry, [*assigned, *read, *used, *objects])
+        # A module's submodules too: its methods may read their attributes
+        # (`self.dropout.rate`) without running any of their methods.
+        inner = [m for x in (*used, *objects) if isinstance(x, Module) for m in x.submodules]
+        _trace.depend(entry, [*assigned, *read, *used, *objects, *inner])
 
         entry_ref = weakref.ref(entry)
 
@@ -423,6 +435,7 @@ class Jitted:
                     args,
                     kwargs,
                     records=True,
+                    defer=True,  # a creation is then reported as one made on every trace
                 )
             if frame.created:
                 raise JaxvarsValueError(

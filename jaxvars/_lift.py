@@ -29,8 +29,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+from jax.extend.core import jaxpr_as_fun
 
-from . import _trace
+from . import _initial, _trace
 from ._errors import JaxvarsValueError
 from ._variable import Variable
 
@@ -48,14 +49,20 @@ def run_pure(
     kwargs: dict[str, Any] | None = None,
     *,
     records: bool,
+    defer: bool = False,
 ) -> tuple[Any, _trace.Frame]:
     """Call ``fn`` with ``variables`` bound to ``values``; returns (result, frame).
 
     The frame holds what ``fn`` assigned (``frame.assigned``) and, with
     ``records``, the variables it touched that were not given
-    (``frame.discovered``).
+    (``frame.discovered``); with ``defer``, those created from traced values
+    (``frame.pending``, see ``touched``).
     """
-    with _trace.frame(dict(zip(variables, values, strict=True)), records=records) as frame:
+    with (
+        _trace.run_of(fn),
+        _trace.frame(dict(zip(variables, values, strict=True)), records=records) as frame,
+    ):
+        frame.pending = [] if defer else None
         out = fn(*args, **(kwargs or {}))
     return out, frame
 
@@ -67,6 +74,7 @@ class Touched(NamedTuple):
     read: list[Variable]  # those it reads and does not assign
     used: list[Any]  # modules whose methods it ran, collections it read
     traced: Any  # what ``trace`` returned (a jaxpr, or the output's shapes)
+    pending: list[Any]  # with ``defer``: creations left to ``settle`` (see _trace.Frame)
 
 
 def touched(
@@ -75,6 +83,7 @@ def touched(
     transform: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
     adapt: Callable[[Variable, Any], Any] | None = None,
     trace: Callable[..., Any] = jax.eval_shape,
+    defer: bool = False,
 ) -> Touched:
     """Trace ``fn(*args)`` abstractly once to learn the variables it touches.
 
@@ -84,24 +93,41 @@ def touched(
     is the abstract evaluation (``jax.eval_shape``; ``jv.jit`` makes a jaxpr).
     Variables that ``fn`` makes (``get_variable``, a module that builds
     itself) are created here, concretely. Its assignments land in the pass's
-    own frame and are dropped.
+    own frame and are dropped. With ``defer`` (a whole trace, ``trace`` making a
+    jaxpr), variables it creates from values it computed are deferred: the
+    probe returns ``(result, their traced values)``, for ``settle``.
     """
     frames: list[_trace.Frame] = []
 
     # Wrapped, so that JAX's errors name fn (and its arguments), not this probe.
     @functools.wraps(fn)
     def probe(*call_args: Any, **call_kwargs: Any) -> Any:
-        with _trace.frame({}, records=True) as frame:
+        with _trace.run_of(fn), _trace.frame({}, records=True) as frame:
             frame.adapt = adapt
+            frame.pending = [] if defer else None
             out = fn(*call_args, **call_kwargs)
         frames.append(frame)
-        return out
+        return (out, [traced for *_, traced in frame.pending]) if frame.pending is not None else out
 
     traced = trace(transform(probe) if transform else probe, *args)
     frame = frames[-1]
     assigned = list(frame.assigned)
     read = [v for v in frame.discovered if v not in frame.assigned]
-    return Touched(assigned, read, list(frame.used), traced)
+    return Touched(assigned, read, list(frame.used), traced, frame.pending or [])
+
+
+def settle(pending: list[Any], traced: Any, inputs: Sequence[Any]) -> None:
+    """Compute the deferred values of variables a trace created, and give them.
+
+    ``traced`` is the trace's closed jaxpr (its last results are the deferred
+    values) and ``inputs`` its arguments: the values are those the function
+    computed at each creation, from this call's arguments and variables.
+    Compiled, so XLA computes only what those values need.
+    """
+    run, count = jaxpr_as_fun(traced), len(pending)
+    values = jax.jit(lambda *xs: run(*xs)[-count:])(*inputs)
+    for (variable, attribute, _), value in zip(pending, values, strict=True):
+        _initial.settle(variable, attribute, value)
 
 
 def pure_of(

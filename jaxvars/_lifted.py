@@ -21,9 +21,10 @@ import jax.numpy as jnp
 from jax.core import Tracer
 
 from . import _lift, _random, _trace
-from ._errors import JaxvarsTypeError, JaxvarsValueError
+from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
 from ._jit_key import is_object
 from ._module import Module
+from ._operators import unwrap
 from ._variable import Variable
 
 _current_frame = _trace.current.get
@@ -34,16 +35,17 @@ def eager() -> bool:
 
 
 def locked(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run eager calls as one atomic update (the state lock), as a jv.jit step is."""
+    """Run eager calls as one atomic update (the state lock), as a jv.jit step is,
+    behind a traceback boundary."""
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         if not eager():
             return fn(*args, **kwargs)
-        with _trace.STATE_LOCK:
+        with _trace.STATE_LOCK, _trace.eager_call():
             return fn(*args, **kwargs)
 
-    return call
+    return boundary(call)  # users' tracebacks end in their own code
 
 
 # -- cond, switch ----------------------------------------------------------------------------
@@ -67,6 +69,7 @@ def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *
         >>> int(count)
         2
     """
+    pred = unwrap(pred)  # a Variable flag: its value (traced inside jv.jit)
     index = jnp.where(pred, 1, 0) if _traced(pred) else int(bool(pred))
     return switch(index, [false_fn, true_fn], *operands)
 
@@ -90,9 +93,14 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -
     branches = list(branches)
     if not branches:
         raise JaxvarsValueError("jv.switch needs at least one branch.")
+    index = unwrap(index)
     if eager() and not _traced(index):
         chosen = min(max(int(index), 0), len(branches) - 1)
-        return branches[chosen](*operands)
+        # In a frame of its own: its assignments apply only if it returns.
+        out, frame = _lift.run_pure(branches[chosen], [], [], operands, records=True)
+        assigned = list(frame.assigned)
+        _lift.apply(assigned, _lift.collect(frame, assigned))
+        return out
     assigned = union(_lift.touched(branch, *operands).assigned for branch in branches)
     pures = [_lift.pure_of(branch, assigned, what="jv.switch branch") for branch in branches]
     out, new_values = jax.lax.switch(index, pures, _lift.snapshot(assigned), *operands)
@@ -213,6 +221,7 @@ def scan(
         (value, y), new_values = body([*carried_values, *slices], value, x)
         return (value, new_values[:n]), (y, [new_values[n + i] for i in written])
 
+    _check_depths(stacked, axes, length, xs)
     stacks = [jnp.moveaxis(v._value, axis, 0) for v, axis in zip(stacked, axes, strict=True)]
     (value, carried_values), (ys, new_stacks) = run_scan(
         step, (init, _lift.snapshot(carried)), (xs, stacks)
@@ -223,6 +232,24 @@ def scan(
         [jnp.moveaxis(new, 0, axes[i]) for i, new in zip(written, new_stacks, strict=True)],
     )
     return value, ys
+
+
+def _check_depths(stacked: list[Variable], axes: list[int], length: int | None, xs: Any) -> None:
+    """Each per-iteration variable must have one slice per iteration."""
+    leaves = jax.tree_util.tree_leaves(xs)
+    if length is None and leaves:
+        length = int(jnp.shape(leaves[0])[0])
+    for variable, axis in zip(stacked, axes, strict=True):
+        depth = variable.shape[axis] if -len(variable.shape) <= axis < len(variable.shape) else None
+        if length is None:
+            length = depth
+        if depth is None or depth != length:
+            raise JaxvarsValueError(
+                f"jv.scan: variable '{variable.name}' of shape {variable.shape} is split along "
+                f"axis {axis} (variable_axes), so it needs {length} slices there, one per "
+                f"iteration; it has {depth}. Stack one slice per iteration (layer), or "
+                "leave it out of variable_axes to share it across iterations."
+            )
 
 
 def one_slice(axes: Any, variable: Variable, value: Any) -> Any:
@@ -300,13 +327,17 @@ def remat(
 
     @functools.wraps(fn)
     @locked
-    def rematerialised(*args: Any) -> Any:
+    def rematerialised(*args: Any, **kwargs: Any) -> Any:
         fixed = {i: a for i, a in enumerate(args) if i in statics}
-        dynamic = [a for i, a in enumerate(args) if i not in statics]
+        # Keyword arguments travel as one more (pytree) argument, as jax.checkpoint's do.
+        dynamic = [*(a for i, a in enumerate(args) if i not in statics), kwargs]
 
         def bound(*dyn: Any) -> Any:
-            rest = iter(dyn)
-            return fn(*[fixed[i] if i in fixed else next(rest) for i in range(len(args))])
+            *positional, keywords = dyn
+            rest = iter(positional)
+            return fn(
+                *[fixed[i] if i in fixed else next(rest) for i in range(len(args))], **keywords
+            )
 
         assigned = _lift.touched(bound, *dynamic).assigned
         pure = jax.checkpoint(_lift.pure_of(bound, assigned, what="jv.remat"), policy=policy)
@@ -320,6 +351,7 @@ def remat(
 # -- eval_shape --------------------------------------------------------------------------------
 
 
+@boundary
 def eval_shape(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run ``fn`` without computing or allocating anything, as ``jax.eval_shape`` does.
 
@@ -341,17 +373,28 @@ def eval_shape(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     kept: list[Any] = []
 
     def run(*call_args: Any, **call_kwargs: Any) -> Any:
-        # Assignments (a random draw, say) land in this frame and are dropped.
-        out, _ = _lift.run_pure(fn, [], [], call_args, call_kwargs, records=True)
+        # Assignments (a random draw, say) land in this frame and are dropped;
+        # trainable masks it computes are deferred (computed after, see below).
+        out, frame = _lift.run_pure(fn, [], [], call_args, call_kwargs, records=True, defer=True)
         leaves, treedef = jax.tree_util.tree_flatten(out, is_leaf=is_object)
-        kept.append((leaves, treedef))
-        return [x for x in leaves if not is_object(x) and isinstance(x, jax.Array)]
+        kept.append((leaves, treedef, frame.pending))
+        arrays = [x for x in leaves if not is_object(x) and isinstance(x, jax.Array)]
+        return arrays, [traced for *_, traced in frame.pending or ()]
 
     token = _trace.abstract.set(True)
     try:
-        arrays = iter(jax.eval_shape(run, *args, **kwargs))
+        traced, (shapes, _) = jax.make_jaxpr(run, return_shape=True)(*args, **kwargs)
     finally:
         _trace.abstract.reset(token)
-    leaves, treedef = kept[-1]
+    leaves, treedef, pending = kept[-1]
+    if pending:
+        # Masks are small and needed to train the restored model: compute them
+        # (and only them). Abstract arguments stand in as zeros.
+        inputs = [
+            jnp.zeros(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x
+            for x in jax.tree_util.tree_leaves((args, kwargs))
+        ]
+        _lift.settle(pending, traced, inputs)
+    arrays = iter(shapes)
     leaves = [next(arrays) if not is_object(x) and isinstance(x, jax.Array) else x for x in leaves]
     return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -77,15 +77,15 @@ class Module:
         self._module_scope = VariableScope(full)
 
     def __setattr__(self, attr: str, value: Any) -> None:
-        old = self.__dict__.get(attr)
-        if old is not value and (_holds_state(value) or _holds_state(old)):
-            _changed(self, old)  # compiled code that used the module or the old value
-        object.__setattr__(self, attr, _tracked(value, weakref.ref(self)))
+        old = self.__dict__.get(attr, _UNSET)
+        if not _same(old, value):
+            # Compiled code that used the module assumed every attribute it read
+            # (a `deterministic` flag, a rate, a submodule): it is stale now.
+            _changed(self, old)
+        object.__setattr__(self, attr, _tracked(value, weakref.ref(self), attr))
 
     def __delattr__(self, attr: str) -> None:
-        old = self.__dict__.get(attr)
-        if _holds_state(old):
-            _changed(self, old)
+        _changed(self, self.__dict__.get(attr))
         object.__delattr__(self, attr)
 
     @property
@@ -198,6 +198,21 @@ def _in_module_scope(method: Callable[..., Any]) -> Callable[..., Any]:
     return scoped
 
 
+def attribute_path(variable: Variable) -> str | None:
+    """Where a Module holds ``variable``: ``net.bn.running_var``, or None."""
+    held_by = variable._held_by
+    parts: list[str] = []
+    while held_by is not None:
+        holder, path = held_by[0](), held_by[1]
+        if holder is None:
+            return None
+        parts.append(path)
+        held_by = holder.__dict__.get("_module_held_by")
+        if held_by is None:
+            parts.append(holder.name)
+    return ".".join(reversed(parts)) or None
+
+
 def _walk(
     module: Module, seen_variables: set[int], seen_modules: set[int]
 ) -> tuple[list[tuple[str, Variable]], list[tuple[str, Module]]]:
@@ -245,9 +260,22 @@ def _collision(module: Module, pairs: list[tuple[str, Variable]]) -> JaxvarsValu
     raise AssertionError("no repeated path")  # pragma: no cover - called on a repeat only
 
 
-def _holds_state(value: Any) -> bool:
-    """Whether ``value`` is, or holds in its containers, a Variable or a Module."""
-    return any(True for _ in _state_objects(value))
+_UNSET = object()
+# Attribute values compared by value: setting a flag to the value it has keeps
+# the compiled code. Anything else (arrays, objects) compares by identity.
+_PLAIN = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _same(old: Any, new: Any) -> bool:
+    if old is new:
+        return True
+    if type(old) is not type(new):
+        return False
+    if type(old) in _PLAIN:
+        return old == new
+    if type(old) is tuple:
+        return len(old) == len(new) and all(map(_same, old, new))
+    return False
 
 
 def _state_objects(value: Any) -> Iterator[Any]:
@@ -316,16 +344,24 @@ jax.tree_util.register_pytree_with_keys(
 )
 
 
-def _tracked(value: Any, owner: weakref.ref) -> Any:
-    """Lists and dicts (also nested, and inside plain tuples) as tracked copies."""
+def _tracked(value: Any, owner: weakref.ref, path: str) -> Any:
+    """Lists and dicts (also nested, and inside plain tuples) as tracked copies.
+
+    Variables and modules found learn where they are held (the first holder
+    wins), so errors can say ``net.bn.running_var``.
+    """
     tracked: TrackedList | TrackedDict
     if type(value) is list or type(value) is TrackedList:
-        tracked = TrackedList(_tracked(x, owner) for x in value)
+        tracked = TrackedList(_tracked(x, owner, f"{path}[{i}]") for i, x in enumerate(value))
     elif type(value) is dict or type(value) is TrackedDict:
-        tracked = TrackedDict((k, _tracked(v, owner)) for k, v in value.items())
+        tracked = TrackedDict((k, _tracked(v, owner, f"{path}[{k!r}]")) for k, v in value.items())
     elif type(value) is tuple:
-        return tuple(_tracked(x, owner) for x in value)
+        return tuple(_tracked(x, owner, f"{path}[{i}]") for i, x in enumerate(value))
     else:
+        if isinstance(value, Variable) and value._held_by is None:
+            value._held_by = (owner, path)
+        elif isinstance(value, Module) and "_module_held_by" not in value.__dict__:
+            object.__setattr__(value, "_module_held_by", (owner, path))
         return value
     tracked._owner = owner
     return tracked

@@ -82,6 +82,7 @@ class Frame:
         "parent",
         "trace",
         "adapt",
+        "pending",
     )
 
     def __init__(self, values: dict[Variable, Any], *, records: bool) -> None:
@@ -96,6 +97,10 @@ class Frame:
         # What one iteration or lane sees of a variable found on the way
         # (a slice of a stacked one), for the abstract pass of scan and vmap.
         self.adapt: Callable[[Variable, Any], Any] | None = None
+        # For the frame of a whole trace (jv.jit's discovery, jv.eval_shape):
+        # (variable, attribute, traced value) of variables created from values
+        # the trace computed; the transform computes them after the trace.
+        self.pending: list[tuple[Variable, str, Any]] | None = None
 
     def read(self, variable: Variable) -> Any:
         frame: Frame | None = self
@@ -147,6 +152,8 @@ def concrete(variable: Variable) -> Any:
         LAST[0] = None  # held outside jaxvars now: jv.jit checks before donating it
         array = variable._array
     if type(array) is not ArrayImpl:  # an abstract variable (jv.eval_shape)
+        if abstract.get():  # inside jv.eval_shape everything is abstract: a shape will do
+            return jax.numpy.zeros(array.shape, array.dtype)
         raise variable._abstract_error()
     return array
 
@@ -246,6 +253,48 @@ def pass_of(owner: Any) -> Iterator[None]:
         current_pass.reset(token)
 
 
+class _Owner:
+    """Who made a variable in passes of one function in one eager lifted call."""
+
+    __slots__ = ("__weakref__",)
+
+
+# Inside an eager lifted transform (jv.scan, jv.while_loop... called outside
+# jv.jit): the owner of each function's passes, for this call.
+_eager_owners: contextvars.ContextVar[dict[Any, _Owner] | None] = contextvars.ContextVar(
+    "jaxvars_eager_owners", default=None
+)
+
+
+@contextlib.contextmanager
+def eager_call() -> Iterator[None]:
+    """Run an eager lifted transform, whose functions each run once per trace."""
+    if current_pass.get() is not None:  # inside jv.jit: its passes span every run
+        yield
+        return
+    token = _eager_owners.set({})
+    try:
+        yield
+    finally:
+        _eager_owners.reset(token)
+
+
+@contextlib.contextmanager
+def run_of(fn: Any) -> Iterator[None]:
+    """One run of ``fn`` in a lifted transform, as one pass (see ``Pass``).
+
+    A lifted transform runs its function once to find the variables and once
+    more when JAX traces it: like jv.jit's passes, both build the same thing
+    (``get_variable`` gets what the first made, as in a TF1 ``dynamic_rnn``).
+    """
+    owners = _eager_owners.get()
+    if owners is None:
+        yield
+        return
+    with pass_of(owners.setdefault(fn, _Owner())):
+        yield
+
+
 # True inside jv.eval_shape: variables created there are abstract, and nothing
 # (not even an initial value) is computed.
 abstract: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxvars_abstract", default=False)
@@ -264,6 +313,7 @@ def outside() -> Iterator[None]:
         # down (it runs them primitive by primitive, with full-size temporaries).
         yield
         return
+    outer = _outer.set((current.get(), get_opaque_trace_state()))
     token, eager = current.set(None), _outside.set(True)
     try:
         with jax.ensure_compile_time_eval():
@@ -271,6 +321,28 @@ def outside() -> Iterator[None]:
     finally:
         _outside.reset(eager)
         current.reset(token)
+        _outer.reset(outer)
+
+
+# The frame and trace state that outside() stepped out of.
+_outer: contextvars.ContextVar[tuple[Frame | None, Any]] = contextvars.ContextVar(
+    "jaxvars_outer", default=(None, None)
+)
+
+
+def deferring_frame() -> Frame | None:
+    """The frame that can compute a traced value for a variable being created.
+
+    Only the frame of a whole trace (jv.jit's discovery, jv.eval_shape) can:
+    a value traced there is one of that trace's results. A value traced by a
+    transform nested inside (a jv.cond branch, a raw jax.vmap) is not.
+    """
+    frame, state = current.get(), get_opaque_trace_state()
+    if frame is None:
+        frame, state = _outer.get()
+    if frame is not None and frame.pending is not None and frame.trace == state:
+        return frame
+    return None
 
 
 # -- dependents: which compiled code a change makes stale ------------------------------
@@ -318,7 +390,7 @@ def changed(obj: Any) -> None:
     Changes made while a jaxvars transform traces (a module building itself on
     its first call) are part of what is being compiled, and evict nothing.
     """
-    if current.get() is not None:
+    if current.get() is not None or id(obj) not in _dependents:  # the common case: unwatched
         return
     with _dependents_lock:
         slot = _dependents.get(id(obj))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, overload
@@ -16,9 +17,11 @@ from . import _dtypes, _initial, _naming, _placement, _store, _trace
 from ._errors import (
     CONCRETE_ASSIGN,
     SHAPE_MISMATCH,
+    JaxvarsError,
     TRACER_ASSIGN,
     JaxvarsTypeError,
     JaxvarsValueError,
+    boundary,
 )
 from ._operators import ArrayOperators, unwrap
 from ._placement import Device
@@ -32,6 +35,32 @@ _current_frame = _trace.current.get
 _LAST = _trace.LAST
 _LOCK = _trace.STATE_LOCK
 _concrete = _trace.concrete
+
+
+def _with_path(variable: Variable, error: JaxvarsError) -> JaxvarsError:
+    """``error`` naming, beside the variable's name, where a Module holds it."""
+    if variable._held_by is not None:
+        from ._module import attribute_path  # imported here: modules are built on variables
+
+        path = attribute_path(variable)
+        quoted = f"'{variable._name}'"
+        if path and error.args and quoted in str(error.args[0]):
+            error.args = (str(error.args[0]).replace(quoted, f"{quoted} ({path})", 1),)
+    return error
+
+
+def _public(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A public method: its errors name the Module attribute path of the variable
+    (``'batch_norm/Variable' (net.bn.running_var)``), and tracebacks end in user code."""
+
+    @functools.wraps(method)
+    def call(self: Variable, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except JaxvarsError as e:
+            raise _with_path(self, e) from None
+
+    return boundary(call)
 
 
 class Variable(ArrayOperators, SparseUpdates):
@@ -89,6 +118,7 @@ class Variable(ArrayOperators, SparseUpdates):
         "_sharding",
         "_regularizer",
         "_constraint",
+        "_held_by",
         "__weakref__",
     )
     # NumPy defers to our reflected operators instead of converting us.
@@ -102,7 +132,9 @@ class Variable(ArrayOperators, SparseUpdates):
     _sharding: Sharding | None
     _regularizer: Callable[[jax.Array], Any] | None
     _constraint: Callable[[jax.Array], Any] | None
+    _held_by: Any  # (weak reference to a Module, attribute path), set by the Module
 
+    @boundary
     def __init__(
         self,
         initial_value: Any,
@@ -120,12 +152,18 @@ class Variable(ArrayOperators, SparseUpdates):
             _naming.check_name("Variable" if name is None else name, "variable")
         )
         self._name = name
+        self._held_by = None
         self._regularizer = _initial.checked_function(regularizer, "regularizer", name)
         self._constraint = _initial.checked_function(constraint, "constraint", name)
         keys = _initial.collection_keys(collections, trainable is not False, name)
         self._sharding = _placement.resolve_sharding(device, sharding)
         if self._sharding is None:
             self._sharding = _placement.default_sharding(name)  # jv.device, sharding rules
+        if isinstance(initial_value, Variable) and _current_frame() is not None:
+            # Read where the new variable is made: inside jv.jit, the value the step
+            # has computed so far (the creating trace computes it, see _initial).
+            seen = initial_value._value
+            initial_value = seen if isinstance(seen, Tracer) else initial_value
         with _trace.outside():  # initial values are concrete, even inside jv.jit
             if callable(initial_value) and not isinstance(initial_value, Variable):
                 sharding = self._sharding
@@ -140,9 +178,14 @@ class Variable(ArrayOperators, SparseUpdates):
                 # Inside jv.eval_shape, or from a ShapeDtypeStruct: a shape, a dtype, no value.
                 self._array = _initial.abstract_array(initial_value, name, dtype, self._sharding)
             else:
-                self._array = _initial.initial_array(initial_value, name, dtype, self._sharding)
+                self._array = _initial.initial_array(
+                    initial_value, name, dtype, self._sharding, owner=self
+                )
+        if self._sharding is None and type(self._array) is _ArrayImpl and self._array.committed:
+            # Placed by the user (device_put onto a device or a mesh): it stays there.
+            self._sharding = self._array.sharding
         # Not the setter: a new variable is in no compiled code, so nothing retraces.
-        self._trainable = _initial.checked_trainable(trainable, self.shape, self._name)
+        self._trainable = _initial.checked_trainable(trainable, self.shape, self._name, self)
         _placement.log_creation(name, self._array)
         _trace.note_created(self)
         store = _store.active_store()
@@ -168,11 +211,14 @@ class Variable(ArrayOperators, SparseUpdates):
         return isinstance(self._array, jax.ShapeDtypeStruct)
 
     def _abstract_error(self) -> JaxvarsValueError:
-        return JaxvarsValueError(
-            f"Variable '{self._name}' is abstract (made inside jv.eval_shape): it has a shape "
-            f"{self.shape} and dtype {self.dtype} but no value to read or compute with. "
-            "Assign it a value first (v.assign(...), or jv.restore from a checkpoint), or "
-            "create it outside jv.eval_shape."
+        return _with_path(
+            self,
+            JaxvarsValueError(
+                f"Variable '{self._name}' is abstract (made inside jv.eval_shape): it has a shape "
+                f"{self.shape} and dtype {self.dtype} but no value to read or compute with. "
+                "Assign it a value first (v.assign(...), or jv.restore from a checkpoint), or "
+                "create it outside jv.eval_shape."
+            ),
         )
 
     @property
@@ -245,6 +291,7 @@ class Variable(ArrayOperators, SparseUpdates):
         return self._trainable
 
     @trainable.setter
+    @_public
     def trainable(self, trainable: Any) -> None:
         self._trainable = _initial.checked_trainable(trainable, self.shape, self._name)
         _trace.changed(self)  # gradients compiled with the old setting are stale
@@ -255,6 +302,7 @@ class Variable(ArrayOperators, SparseUpdates):
     def assign(self, value: Any, read_value: Literal[True] = True) -> Variable: ...
     @overload
     def assign(self, value: Any, read_value: Literal[False]) -> None: ...
+    @_public
     def assign(self, value: Any, read_value: bool = True) -> Variable | None:
         """Rebind to ``value`` (same shape, cast to this dtype).
 
@@ -279,6 +327,7 @@ class Variable(ArrayOperators, SparseUpdates):
     def assign_add(self, delta: Any, read_value: Literal[True] = True) -> Variable: ...
     @overload
     def assign_add(self, delta: Any, read_value: Literal[False]) -> None: ...
+    @_public
     def assign_add(self, delta: Any, read_value: bool = True) -> Variable | None:
         """Rebind to ``value + delta``; ``delta`` may broadcast.
 
@@ -291,6 +340,7 @@ class Variable(ArrayOperators, SparseUpdates):
     def assign_sub(self, delta: Any, read_value: Literal[True] = True) -> Variable: ...
     @overload
     def assign_sub(self, delta: Any, read_value: Literal[False]) -> None: ...
+    @_public
     def assign_sub(self, delta: Any, read_value: bool = True) -> Variable | None:
         """Rebind to ``value - delta``; ``delta`` may broadcast.
 
@@ -299,6 +349,7 @@ class Variable(ArrayOperators, SparseUpdates):
         self._update(operator.sub, delta, "assign_sub")
         return self if read_value else None
 
+    @_public
     def __setitem__(self, index: Any, value: Any) -> None:
         """``v[index] = value`` rebinds with ``value.at[index].set(x)``, same rules as assign."""
         array, weak = _dtypes.to_array(unwrap(value), name=self._name)

@@ -212,12 +212,12 @@ def test_a_variable_created_on_every_trace_is_a_clear_error():
         f(1.0)
 
 
-def test_a_traced_initial_value_is_refused():
+def test_a_variable_made_from_a_traced_value_on_every_trace_is_a_clear_error():
     @jv.jit
     def f(x):
         return jv.Variable(x * 2, name="bad")
 
-    with pytest.raises(TypeError, match="initial value of variable 'bad' is a JAX tracer"):
+    with pytest.raises(jv.JaxvarsError, match="variable 'bad' is created on every trace"):
         f(1.0)
 
 

@@ -1,0 +1,428 @@
+"""Issue 19 (trust, round 3): silent wrong results and refusals found by real ports.
+
+Each test reproduces one confirmed defect; see the README sections on jv.jit,
+Modules and the lifted transforms for the behaviour asserted.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxvars as jv
+
+
+def counting(fn):
+    """``fn`` with a list counting how often its Python ran (traces)."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(None)
+        return fn(*args, **kwargs)
+
+    return counted, calls
+
+
+# -- 1. a Module's plain attributes are part of what jv.jit compiled ---------------------
+
+
+class Dropoutish(jv.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = jv.Variable(2.0, name="w")
+        self.deterministic = False
+        self.rate = 0.5
+
+    def __call__(self, x):
+        return x * self.w if self.deterministic else x * self.rate
+
+
+def test_a_flag_flipped_on_a_module_argument_retraces_once():
+    layer = Dropoutish()
+    body, traces = counting(lambda m, x: m(x))
+    step = jv.jit(body)
+    assert float(step(layer, 3.0)) == 1.5
+    layer.deterministic = True
+    assert float(step(layer, 3.0)) == 6.0
+    n = len(traces)
+    assert float(step(layer, 3.0)) == 6.0
+    layer.deterministic = True  # the same value: still a cache hit
+    layer.rate = 0.5
+    assert float(step(layer, 3.0)) == 6.0
+    assert len(traces) == n
+
+
+def test_a_float_rate_on_a_closed_over_module_retraces():
+    layer = Dropoutish()
+    step = jv.jit(lambda x: layer(x))
+    assert float(step(4.0)) == 2.0
+    layer.rate = 0.25
+    assert float(step(4.0)) == 1.0
+
+
+def test_a_submodule_attribute_read_by_its_parent_retraces():
+    class Parent(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Dropoutish()
+
+        def __call__(self, x):
+            return x * self.inner.rate  # no method of inner runs
+
+    model = Parent()
+    step = jv.jit(lambda m, x: m(x))
+    assert float(step(model, 2.0)) == 1.0
+    model.inner.rate = 2.0
+    assert float(step(model, 2.0)) == 4.0
+
+
+def test_an_unrelated_module_change_does_not_retrace():
+    used, other = Dropoutish(), Dropoutish()
+    body, traces = counting(lambda m, x: m(x))
+    step = jv.jit(body)
+    step(used, 1.0)
+    n = len(traces)
+    other.rate = 0.1
+    step(used, 1.0)
+    assert len(traces) == n
+
+
+# -- 2. a traced trainable mask is refused where it is set -------------------------------
+
+
+def test_a_traced_mask_set_inside_jit_is_an_error_at_that_line():
+    w = jv.Variable(jnp.arange(4.0), name="prune/w")
+
+    @jv.jit
+    def prune():
+        w.trainable = jnp.abs(w.value) > 1
+        return w * 1
+
+    with pytest.raises(
+        TypeError, match=r"trainable of variable 'prune/w' was set to a mask tr"
+    ) as e:
+        prune()
+    assert "Compute the mask outside the jitted function" in str(e.value)
+    assert "keep the mask in a variable and multiply" in str(e.value)
+    assert w.trainable is True
+    # The traceback ends at the user's line.
+    assert e.traceback[-1].path == __import__("pathlib").Path(__file__)
+
+
+# -- 3. a variable created inside jv.jit starts from the value the step computed --------
+
+
+def test_ema_created_in_the_jitted_step_starts_from_the_updated_weight():
+    w = jv.Variable(1.0, name="w")
+    ema = jv.ExponentialMovingAverage(0.7)
+
+    @jv.jit
+    def train():
+        w.assign(0.5)
+        ema.apply([w])
+
+    train()
+    assert float(ema.average(w)) == 0.5  # TF and eager give 0.5; before: 0.85
+    w.assign(1.0)
+    train()
+    assert float(ema.average(w)) == pytest.approx(0.5)
+
+
+def test_tf_function_pattern_creates_the_variable_from_the_first_call_arguments():
+    class Lazy(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.v = None
+
+        def __call__(self, x):
+            if self.v is None:
+                self.v = jv.Variable(x, name="v", trainable=x > 0)
+            self.v.assign_add(1.0)
+            return self.v * 2
+
+    model = Lazy()
+    step = jv.jit(lambda x: model(x))
+    np.testing.assert_array_equal(step(jnp.array([5.0, -1.0])), [12.0, 0.0])
+    np.testing.assert_array_equal(model.v.numpy(), [6.0, 0.0])
+    np.testing.assert_array_equal(model.v.trainable, [True, False])
+    np.testing.assert_array_equal(step(jnp.array([9.0, 9.0])), [14.0, 2.0])
+
+
+def test_get_variable_with_a_constant_initializer_inside_jit():
+    @jv.jit
+    def f(x):
+        b = jv.get_variable("b", initializer=jnp.full(2, 3.0))
+        return b + x
+
+    np.testing.assert_array_equal(f(1.0), [4.0, 4.0])
+    np.testing.assert_array_equal(jv.default_store()["b"].numpy(), [3.0, 3.0])
+
+
+def test_a_traced_initial_value_inside_a_nested_transform_names_the_fix():
+    @jv.jit
+    def f(x):
+        return jv.cond(x > 0, lambda: jv.Variable(x * 2, name="inner") * 1, lambda: x)
+
+    with pytest.raises(TypeError, match="Variable 'inner' is created from a value traced"):
+        f(1.0)
+    assert "inner" not in jv.default_store()
+
+
+# -- 4. an eager cond / switch branch that raises changes nothing -------------------------
+
+
+@pytest.mark.parametrize("which", ["cond", "switch"])
+def test_a_raising_eager_branch_leaves_every_variable_unchanged(which):
+    count = jv.Variable(0, name="count")
+    other = jv.Variable(1.0, name="other")
+
+    def bad():
+        count.assign(7)
+        other.assign_add(1.0)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        if which == "cond":
+            jv.cond(True, bad, lambda: None)
+        else:
+            jv.switch(0, [bad, lambda: None])
+    assert int(count) == 0 and float(other) == 1.0
+    jv.cond(True, lambda: count.assign(3) * 0, lambda: count * 0)
+    assert int(count) == 3  # a branch that returns still assigns
+
+
+# -- 8. get_variable in an eager scan / while_loop body is created once -------------------
+
+
+def test_get_variable_in_an_eager_scan_body_is_created_once():
+    def cell(h, x):
+        w = jv.get_variable("rnn/w", shape=(), initializer=jax.nn.initializers.ones)
+        return h * w + x, h
+
+    h, ys = jv.scan(cell, 1.0, jnp.arange(3.0))
+    assert float(h) == 4.0
+    assert [v.name for v in jv.global_variables()] == ["rnn/w"]
+
+
+def test_get_variable_in_an_eager_while_loop_body_is_created_once():
+    def body(i):
+        jv.get_variable("loop/w", shape=(), initializer=jax.nn.initializers.zeros)
+        return i + 1
+
+    assert int(jv.while_loop(lambda i: i < 3, body, 0)) == 3
+    assert [v.name for v in jv.global_variables()] == ["loop/w"]
+    # A second, separate call is another function run: TF's "already exists".
+    with pytest.raises(ValueError, match="Variable 'loop/w' already exists"):
+        jv.while_loop(lambda i: i < 3, body, 0)
+
+
+# -- 24. jv.cond on a Variable flag inside jv.jit ----------------------------------------
+
+
+def test_cond_takes_a_variable_flag_inside_jit():
+    flag = jv.Variable(True, name="flag")
+    step = jv.jit(lambda: jv.cond(flag, lambda: 1.0, lambda: 2.0))
+    assert float(step()) == 1.0
+    flag.assign(False)
+    assert float(step()) == 2.0
+
+
+# -- 25. keyword arguments through jv.remat ------------------------------------------------
+
+
+def test_remat_takes_keyword_arguments():
+    w = jv.Variable(3.0, name="w")
+    layer = jv.remat(lambda x, scale=1.0: jnp.sin(x * w) * scale)
+    assert float(layer(1.0, scale=2.0)) == pytest.approx(2 * np.sin(3.0))
+    g = jv.grad(lambda: layer(1.0, scale=2.0), w)()
+    assert float(g) == pytest.approx(2 * np.cos(3.0))
+
+
+# -- 29. a stacked variable of the wrong depth names the variable ------------------------
+
+
+def test_scan_with_a_stacked_variable_of_the_wrong_depth_names_it():
+    w = jv.Variable(jnp.ones((3, 2)), name="stack/w")
+
+    with pytest.raises(ValueError, match=r"variable 'stack/w' of shape \(3, 2\) is split along "):
+        jv.scan(lambda h, x: (h * w, None), jnp.ones(2), jnp.ones(4), variable_axes={"stack/": 0})
+    with pytest.raises(ValueError, match="needs 4 slices there, one per iteration; it has 3"):
+        jv.scan(lambda h, x: (h * w, None), jnp.ones(2), length=4, variable_axes={w: 0})
+
+
+# -- 9, 23. inside jv.eval_shape: reads give shapes, masks work after restore -------------
+
+
+def test_a_variable_made_and_read_inside_eval_shape_gives_shapes():
+    def build():
+        v = jv.Variable(jv.random.normal((3,)), name="v9")
+        return v * 2, v
+
+    doubled, v = jv.eval_shape(build)
+    assert doubled.shape == (3,) and doubled.dtype == jnp.float32
+    assert v.is_abstract
+    with pytest.raises(ValueError, match="Variable 'v9' is abstract"):
+        v + 1  # outside eval_shape it still has no value
+
+
+def test_abstract_init_restore_train_with_a_mask_given_at_creation(tmp_path):
+    class Net(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = jv.Variable(jnp.ones(4), name="w", trainable=jnp.arange(4) < 2)
+
+    trained = Net()
+    trained.w.assign(jnp.array([1.0, 2.0, 3.0, 4.0]))
+    jv.save(tmp_path / "ckpt", trained)
+    abstract = jv.eval_shape(Net)
+    assert isinstance(abstract.w.trainable, jax.Array)
+    np.testing.assert_array_equal(abstract.w.trainable, [True, True, False, False])
+    jv.restore(tmp_path / "ckpt", abstract)
+    g = jv.grad(lambda: (abstract.w * abstract.w).sum(), abstract.w)()
+    np.testing.assert_array_equal(g, [2.0, 4.0, 0.0, 0.0])
+    assert "mask" in repr(abstract.w)
+    abstract.summary(print_fn=lambda line: None)
+    assert "<table" in abstract._repr_html_()
+
+
+# -- 6. a committed initial value keeps its placement -------------------------------------
+
+
+def test_a_variable_keeps_the_device_its_initial_value_was_committed_to():
+    x = jax.device_put(jnp.ones(3), jax.devices()[3])
+    v = jv.Variable(x, name="v6")
+    assert v.device == jax.devices()[3] and v.value.committed
+    v.assign(jnp.zeros(3))  # assign keeps the variable's own placement
+    assert v.device == jax.devices()[3]
+    assert "cpu:3" in repr(v) and "(uncommitted)" not in repr(v)
+    u = jv.Variable(jnp.ones(3), name="u")  # uncommitted stays uncommitted
+    assert not u.value.committed
+
+
+def test_a_variable_keeps_the_mesh_sharding_of_its_initial_value():
+    mesh = jax.make_mesh((2, 4), ("data", "model"))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data", "model"))
+    x = jax.device_put(jnp.arange(32.0).reshape(4, 8), sharding)
+    v = jv.Variable(x, name="sharded")
+    assert v.sharding == sharding and v.device is None
+    assert {s.data.shape for s in v.value.addressable_shards} == {(2, 2)}
+    moved = jv.Variable(x, name="moved", device=jax.devices()[1])  # an explicit placement wins
+    assert moved.device == jax.devices()[1]
+    np.testing.assert_array_equal(moved.numpy(), x)
+
+
+# -- 13, 15, 28. tracebacks end at the user's line; bool() on a variable explained ------
+
+
+def last_frame(excinfo):
+    """The innermost frame of an error's traceback, as Python prints it."""
+    return __import__("traceback").extract_tb(excinfo.value.__traceback__)[-1]
+
+
+def no_jaxvars_frames(excinfo):
+    frames = __import__("traceback").extract_tb(excinfo.value.__traceback__)
+    return not [f for f in frames if "/jaxvars/" in f.filename]
+
+
+def test_an_eager_assign_error_ends_at_the_users_line():
+    v = jv.Variable(jnp.ones(3), name="v")
+    with pytest.raises(ValueError, match="Cannot assign to variable 'v'") as e:
+        v.assign(jnp.ones(4))
+    assert last_frame(e).filename == __file__ and "v.assign(jnp.ones(4))" in last_frame(e).line
+    assert no_jaxvars_frames(e)
+    for method in (v.assign_add, v.assign_sub):
+        with pytest.raises(ValueError) as e:
+            method(jnp.ones(4))
+        assert last_frame(e).filename == __file__ and no_jaxvars_frames(e)
+    with pytest.raises(ValueError) as e:
+        v[0] = jnp.ones(5)
+    assert last_frame(e).filename == __file__ and no_jaxvars_frames(e)
+
+
+def test_bool_of_a_variable_inside_jit_names_it_and_the_fix():
+    threshold = jv.Variable(1.0, name="threshold")
+
+    @jv.jit
+    def f(x):
+        if threshold > 0:
+            return x
+        return -x
+
+    with pytest.raises(
+        TypeError, match=r"variable 'threshold' \(`threshold`\) holds a traced"
+    ) as e:
+        f(1.0)
+    assert "jv.cond(pred, true_fn, false_fn) or jnp.where" in str(e.value)
+    assert last_frame(e).line == "if threshold > 0:" and no_jaxvars_frames(e)
+
+
+def test_bool_of_a_module_variable_inside_jit_names_the_attribute():
+    model = Dropoutish()
+
+    @jv.jit
+    def f(x):
+        return x if model.w > 0 else -x
+
+    with pytest.raises(TypeError, match=r"variable 'dropoutish/w' \(`model.w`\)"):
+        f(1.0)
+
+
+def test_a_concretization_error_not_about_a_variable_is_jaxs_own():
+    @jv.jit
+    def f(x):
+        return 1 if x > 0 else 0
+
+    with pytest.raises(jax.errors.TracerBoolConversionError):
+        f(1.0)
+
+
+@pytest.mark.parametrize("where", ["scan", "vmap", "cond_fun", "remat", "cond"])
+def test_errors_in_lifted_bodies_end_in_user_code(where):
+    v = jv.Variable(0.0, name="v")
+
+    def buggy(*_):
+        return undefined_name  # noqa: F821
+
+    with pytest.raises((NameError, ValueError)) as e:
+        if where == "scan":
+            jv.scan(lambda h, x: (buggy(), None), 0.0, jnp.ones(2))
+        elif where == "vmap":
+            jv.vmap(lambda x: buggy())(jnp.ones(2))
+        elif where == "cond_fun":
+            jv.while_loop(lambda i: v.assign(1.0) > 0, lambda i: i, 0)
+        elif where == "remat":
+            jv.remat(buggy)(1.0)
+        else:
+            jv.cond(True, buggy, buggy)
+    assert last_frame(e).filename == __file__, last_frame(e)
+    assert no_jaxvars_frames(e)
+
+
+# -- 17. errors name the Module attribute path of unnamed variables -----------------------
+
+
+class BatchNormish(jv.Module):
+    def __init__(self):
+        super().__init__()
+        self.running_var = jv.Variable(jnp.ones(3))
+
+
+class Net(jv.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = BatchNormish()
+        self.blocks = [BatchNormish()]
+
+
+def test_errors_about_a_module_variable_name_its_attribute_path():
+    net = Net()
+    with pytest.raises(ValueError, match=r"'net/batch_normish/Variable' \(net\.bn\.running_var\)"):
+        net.bn.running_var.assign(jnp.ones(4))
+    with pytest.raises(TypeError, match=r"\(net\.blocks\[0\]\.running_var\)"):
+        net.blocks[0].running_var.assign("x")
+    with pytest.raises(ValueError, match=r"\(net\.bn\.running_var\) must be a bool"):
+        net.bn.running_var.trainable = jnp.ones(2, bool)
+    np.testing.assert_array_equal(net.bn.running_var.numpy(), np.ones(3))
+    loose = jv.Variable(jnp.ones(3), name="loose")
+    with pytest.raises(ValueError, match=r"variable 'loose': the variable"):
+        loose.assign(jnp.ones(4))
