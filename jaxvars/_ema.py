@@ -9,7 +9,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from . import _naming, _trace
+from . import _naming
 from ._collections import as_variable_list, trainable_variables
 from ._errors import JaxvarsTypeError, JaxvarsValueError
 from ._module import Module

@@ -1,22 +1,27 @@
-"""Errors raised by JAX inside a jv.jit trace, explained in terms of variables.
+"""Errors explained in the user's terms: which variable, where it is held, which line.
 
-``if v > 0:`` on a variable inside jv.jit reaches JAX's bool conversion of a
-tracer, whose message names a jaxpr operation, not the variable. This module
-finds the user's line that failed and the variables named on it, and says
-what to do instead.
+- ``if v > 0:`` on a variable inside jv.jit reaches JAX's bool conversion of a
+  tracer, whose message names a jaxpr operation, not the variable: we find the
+  user's line that failed and the variables named on it, and say what to do.
+- An error about a variable a Module holds also names its attribute path
+  (``net.bn.running_var``): unnamed variables are all called ``Variable``.
 """
 
 from __future__ import annotations
 
+import functools
 import linecache
 import re
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 from jax._src import traceback_util
+from jax.extend.core import subjaxprs
 
-from ._errors import JaxvarsTypeError
+from . import _placement
+from ._errors import JaxvarsError, JaxvarsTypeError, JaxvarsValueError, boundary
 
 CONTROL_FLOW_ON_VARIABLE = (
     "jv.jit({fn}): Python needs a concrete value at {where} (`{line}`), but inside jv.jit "
@@ -24,6 +29,15 @@ CONTROL_FLOW_ON_VARIABLE = (
     "jv.cond(pred, true_fn, false_fn) or jnp.where(pred, a, b) instead of `if`/`while`/"
     "bool(); or make the choice static (a plain Python attribute, or a static argument)."
 )
+
+INCOMPATIBLE_DEVICES = (
+    "jv.jit({fn}): the variables and arrays of this call live on devices that cannot "
+    "compute together:\n  {where}\nCommit them to the same device (jv.device, sharding=), "
+    "or move an array with jax.device_put."
+)
+
+
+E = TypeVar("E", bound=JaxvarsError)
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -55,6 +69,32 @@ def control_flow_error(error: Exception, fn_name: str) -> JaxvarsTypeError | Non
     return JaxvarsTypeError(message).with_traceback(error.__traceback__)
 
 
+def with_path(variable: Any, error: E) -> E:
+    """``error`` naming, beside the variable's name, where a Module holds it."""
+    if variable._held_by is not None:
+        from ._module import attribute_path  # imported here: modules are built on variables
+
+        path = attribute_path(variable)
+        quoted = f"'{variable._name}'"
+        if path and error.args and quoted in str(error.args[0]):
+            error.args = (str(error.args[0]).replace(quoted, f"{quoted} ({path})", 1),)
+    return error
+
+
+def public(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A public method: its errors name the Module attribute path of the variable
+    (``'batch_norm/Variable' (net.bn.running_var)``), and tracebacks end in user code."""
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except JaxvarsError as e:
+            raise with_path(self, e) from None
+
+    return boundary(call)
+
+
 def _variables_named(line: str, frame: Any) -> list[tuple[str, Any]]:
     """The Variables that the (dotted) names on ``line`` refer to in ``frame``."""
     from ._variable import Variable  # imported here: the variable module imports this one's users
@@ -79,3 +119,23 @@ def _plain_attribute(obj: Any, attr: str) -> Any:
         return vars(obj).get(attr)
     except TypeError:
         return None
+
+
+def device_error(name: str, assigned: list[Any], read: list[Any], arrays: Any) -> JaxvarsValueError:
+    """The error for a jv.jit call whose variables and arrays live on clashing devices."""
+    describe = _placement.describe_array
+    where = [f"variable '{v.name}': {describe(v._array)}" for v in (*assigned, *read)]
+    where += [
+        f"argument array of shape {tuple(a.shape)}: {describe(a)}"
+        for a in arrays
+        if isinstance(a, jax.Array) and a.committed
+    ]
+    return JaxvarsValueError(INCOMPATIBLE_DEVICES.format(fn=name, where="\n  ".join(where)))
+
+
+def may_fail_at_run_time(jaxpr: Any) -> bool:
+    """Whether a computation holds a callback (Python run by the step, which can raise)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name.endswith("callback"):
+            return True
+    return any(may_fail_at_run_time(inner) for inner in subjaxprs(jaxpr))

@@ -132,8 +132,8 @@ def checked_trainable(
 
 def _defer(owner: Any, attribute: str, traced: Any, error: str) -> None:
     """Leave ``owner.<attribute>`` to the trace creating it, or raise ``error``."""
-    frame = None if owner is None else _trace.deferring_frame()
-    if frame is None or frame.pending is None:
+    frame = _trace.deferring_frame()
+    if owner is None or frame is None or frame.pending is None:
         where = "jv.eval_shape" if _trace.abstract.get() else "a transform inside jv.jit or jv.grad"
         raise JaxvarsTypeError(error.replace("{where}", where))
     frame.pending.append((owner, attribute, traced))

@@ -57,11 +57,10 @@ from typing import Any, ParamSpec, TypeVar, overload
 import jax
 from jax._src import traceback_util
 from jax.core import Tracer
-from jax.extend.core import subjaxprs
 
-from . import _lift, _placement, _trace
+from . import _lift, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
-from ._explain import control_flow_error
+from ._explain import control_flow_error, device_error, may_fail_at_run_time
 from ._jit_key import (
     as_tuple,
     by_identity,
@@ -93,11 +92,6 @@ ASSIGNS_UNDER_RAW_TRANSFORM = (
     "jv.jit({fn}) assigns variables ({names}) but was called inside a JAX transform that "
     "jaxvars does not control (jax.vmap, jax.grad, jax.jit). Call it outside the "
     "transform, or use jv.grad / jv.fori_loop / jv.jit instead."
-)
-INCOMPATIBLE_DEVICES = (
-    "jv.jit({fn}): the variables and arrays of this call live on devices that cannot "
-    "compute together:\n  {where}\nCommit them to the same device (jv.device, sharding=), "
-    "or move an array with jax.device_put."
 )
 
 
@@ -196,7 +190,7 @@ class _Entry:
                 except ValueError as e:
                     if "incompatible devices" not in str(e):
                         raise
-                    raise _device_error(name, variables, reads, select(source)) from None
+                    raise device_error(name, variables, reads, select(source)) from None
                 # Drop the donated arrays before rebinding: measured, releasing them
                 # while the step runs is ~15 us/step cheaper than afterwards.
                 del values
@@ -244,25 +238,6 @@ def _selector(positions: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]
     if not positions:
         return lambda source: ()
     return operator.itemgetter(*positions)
-
-
-def _device_error(name: str, assigned: list[Variable], read: list[Variable], arrays: Any):
-    describe = _placement.describe_array
-    where = [f"variable '{v.name}': {describe(v._array)}" for v in (*assigned, *read)]
-    where += [
-        f"argument array of shape {tuple(a.shape)}: {describe(a)}"
-        for a in arrays
-        if isinstance(a, jax.Array) and a.committed
-    ]
-    return JaxvarsValueError(INCOMPATIBLE_DEVICES.format(fn=name, where="\n  ".join(where)))
-
-
-def _may_fail_at_run_time(jaxpr: Any) -> bool:
-    """Whether a computation holds a callback (Python run by the step, which can raise)."""
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name.endswith("callback"):
-            return True
-    return any(_may_fail_at_run_time(inner) for inner in subjaxprs(jaxpr))
 
 
 class Jitted:
@@ -360,7 +335,7 @@ class Jitted:
         if found.pending:  # variables made from values the step computed (an EMA's shadow)
             inputs = jax.tree_util.tree_leaves((traced_args, traced_kwargs))
             _lift.settle(found.pending, found.traced, inputs)
-        may_fail = _may_fail_at_run_time(found.traced.jaxpr)
+        may_fail = may_fail_at_run_time(found.traced.jaxpr)
         return self._entry(key, leaves, layout, found.assigned, found.read, may_fail, found.used)
 
     def _extend(self, entry: _Entry, more: _Rediscover, source: Sequence[Any]) -> _Entry:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import operator
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, overload
@@ -17,12 +16,12 @@ from . import _dtypes, _initial, _naming, _placement, _store, _trace
 from ._errors import (
     CONCRETE_ASSIGN,
     SHAPE_MISMATCH,
-    JaxvarsError,
     TRACER_ASSIGN,
     JaxvarsTypeError,
     JaxvarsValueError,
     boundary,
 )
+from ._explain import public, with_path
 from ._operators import ArrayOperators, unwrap
 from ._placement import Device
 from ._sparse import SparseUpdates
@@ -35,32 +34,6 @@ _current_frame = _trace.current.get
 _LAST = _trace.LAST
 _LOCK = _trace.STATE_LOCK
 _concrete = _trace.concrete
-
-
-def _with_path(variable: Variable, error: JaxvarsError) -> JaxvarsError:
-    """``error`` naming, beside the variable's name, where a Module holds it."""
-    if variable._held_by is not None:
-        from ._module import attribute_path  # imported here: modules are built on variables
-
-        path = attribute_path(variable)
-        quoted = f"'{variable._name}'"
-        if path and error.args and quoted in str(error.args[0]):
-            error.args = (str(error.args[0]).replace(quoted, f"{quoted} ({path})", 1),)
-    return error
-
-
-def _public(method: Callable[..., Any]) -> Callable[..., Any]:
-    """A public method: its errors name the Module attribute path of the variable
-    (``'batch_norm/Variable' (net.bn.running_var)``), and tracebacks end in user code."""
-
-    @functools.wraps(method)
-    def call(self: Variable, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except JaxvarsError as e:
-            raise _with_path(self, e) from None
-
-    return boundary(call)
 
 
 class Variable(ArrayOperators, SparseUpdates):
@@ -211,7 +184,7 @@ class Variable(ArrayOperators, SparseUpdates):
         return isinstance(self._array, jax.ShapeDtypeStruct)
 
     def _abstract_error(self) -> JaxvarsValueError:
-        return _with_path(
+        return with_path(
             self,
             JaxvarsValueError(
                 f"Variable '{self._name}' is abstract (made inside jv.eval_shape): it has a shape "
@@ -291,7 +264,7 @@ class Variable(ArrayOperators, SparseUpdates):
         return self._trainable
 
     @trainable.setter
-    @_public
+    @public
     def trainable(self, trainable: Any) -> None:
         self._trainable = _initial.checked_trainable(trainable, self.shape, self._name)
         _trace.changed(self)  # gradients compiled with the old setting are stale
@@ -302,7 +275,7 @@ class Variable(ArrayOperators, SparseUpdates):
     def assign(self, value: Any, read_value: Literal[True] = True) -> Variable: ...
     @overload
     def assign(self, value: Any, read_value: Literal[False]) -> None: ...
-    @_public
+    @public
     def assign(self, value: Any, read_value: bool = True) -> Variable | None:
         """Rebind to ``value`` (same shape, cast to this dtype).
 
@@ -327,7 +300,7 @@ class Variable(ArrayOperators, SparseUpdates):
     def assign_add(self, delta: Any, read_value: Literal[True] = True) -> Variable: ...
     @overload
     def assign_add(self, delta: Any, read_value: Literal[False]) -> None: ...
-    @_public
+    @public
     def assign_add(self, delta: Any, read_value: bool = True) -> Variable | None:
         """Rebind to ``value + delta``; ``delta`` may broadcast.
 
@@ -340,7 +313,7 @@ class Variable(ArrayOperators, SparseUpdates):
     def assign_sub(self, delta: Any, read_value: Literal[True] = True) -> Variable: ...
     @overload
     def assign_sub(self, delta: Any, read_value: Literal[False]) -> None: ...
-    @_public
+    @public
     def assign_sub(self, delta: Any, read_value: bool = True) -> Variable | None:
         """Rebind to ``value - delta``; ``delta`` may broadcast.
 
@@ -349,7 +322,7 @@ class Variable(ArrayOperators, SparseUpdates):
         self._update(operator.sub, delta, "assign_sub")
         return self if read_value else None
 
-    @_public
+    @public
     def __setitem__(self, index: Any, value: Any) -> None:
         """``v[index] = value`` rebinds with ``value.at[index].set(x)``, same rules as assign."""
         array, weak = _dtypes.to_array(unwrap(value), name=self._name)

@@ -32,6 +32,7 @@ class Dropoutish(jv.Module):
         self.w = jv.Variable(2.0, name="w")
         self.deterministic = False
         self.rate = 0.5
+        self.mode = "train"
 
     def __call__(self, x):
         return x * self.w if self.deterministic else x * self.rate
@@ -46,8 +47,9 @@ def test_a_flag_flipped_on_a_module_argument_retraces_once():
     assert float(step(layer, 3.0)) == 6.0
     n = len(traces)
     assert float(step(layer, 3.0)) == 6.0
-    layer.deterministic = True  # the same value: still a cache hit
-    layer.rate = 0.5
+    layer.deterministic = True  # the same values: still a cache hit
+    layer.rate = float("0.5")  # an equal float, not the same object
+    layer.mode = "".join(["tr", "ain"])
     assert float(step(layer, 3.0)) == 6.0
     assert len(traces) == n
 
@@ -376,7 +378,7 @@ def test_a_concretization_error_not_about_a_variable_is_jaxs_own():
         f(1.0)
 
 
-@pytest.mark.parametrize("where", ["scan", "vmap", "cond_fun", "remat", "cond"])
+@pytest.mark.parametrize("where", ["scan", "vmap", "vmap-lane", "cond_fun", "remat", "cond"])
 def test_errors_in_lifted_bodies_end_in_user_code(where):
     v = jv.Variable(0.0, name="v")
 
@@ -388,6 +390,8 @@ def test_errors_in_lifted_bodies_end_in_user_code(where):
             jv.scan(lambda h, x: (buggy(), None), 0.0, jnp.ones(2))
         elif where == "vmap":
             jv.vmap(lambda x: buggy())(jnp.ones(2))
+        elif where == "vmap-lane":  # a per-lane assignment to a broadcast variable
+            jv.vmap(lambda x: v.assign(x))(jnp.ones(2))
         elif where == "cond_fun":
             jv.while_loop(lambda i: v.assign(1.0) > 0, lambda i: i, 0)
         elif where == "remat":
