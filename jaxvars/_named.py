@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import operator
-import os
-import sys
 from typing import Any
 
 import numpy as np
 
-from . import _dtypes, _naming, _random
+from . import _dtypes, _naming
 from ._errors import JaxvarsTypeError, JaxvarsValueError
-from ._initializers import default_for
-from ._store import active_store
+from ._initializers import default_for, initial_value
+from ._store import active_store, caller, in_notebook
 from ._variable import Variable
 
 
@@ -42,9 +39,7 @@ def create(full: str, shape: Any, dtype: Any, initializer: Any, **options: Any) 
             raise JaxvarsValueError(
                 f"get_variable('{full}'): shape is required with an initializer function."
             )
-        key = _random.next_key()
-        # A callable initial value: under a sharding, it is computed shard by shard.
-        value: Any = functools.partial(initializer, key, shape, dtype)
+        value: Any = initial_value(initializer, full, shape, dtype)
     else:
         array, _ = _dtypes.to_array(initializer, name=full)
         if shape is not None and tuple(array.shape) != shape:
@@ -92,39 +87,6 @@ def check_matches(existing: Variable, shape: Any, dtype: Any) -> None:
                 f"Trying to share variable '{existing.name}', but specified dtype {asked} "
                 f"and found dtype {existing.dtype}."
             )
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def caller() -> str:
-    """Where the user's call is: ``file:line`` of the innermost frame outside
-    jaxvars, or ``In [3], line 2`` for a notebook cell."""
-    frame = sys._getframe(1)
-    while frame is not None and os.path.dirname(frame.f_code.co_filename) == _PACKAGE_DIR:
-        frame = frame.f_back
-    if frame is None:
-        return "<unknown>"
-    cell = _notebook_cell(frame.f_code.co_filename)
-    if cell is not None:
-        return f"In [{cell}], line {frame.f_lineno}"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
-
-
-def in_notebook() -> bool:
-    """Whether this runs in an IPython kernel or shell (without importing IPython)."""
-    ipython = sys.modules.get("IPython")
-    return ipython is not None and getattr(ipython, "get_ipython", lambda: None)() is not None
-
-
-def _notebook_cell(filename: str) -> int | None:
-    """The execution count of the cell IPython compiled into ``filename``, if any."""
-    if not in_notebook():
-        return None
-    shell = sys.modules["IPython"].get_ipython()
-    # IPython names each cell's code by a temporary file and remembers its number.
-    numbers = getattr(getattr(shell, "compile", None), "_filename_map", {})
-    return numbers.get(filename)
 
 
 NOTEBOOK_HINT = (

@@ -17,6 +17,11 @@ def qualified(name: str) -> str:
     return _prefix.get() + name
 
 
+def current() -> str:
+    """The current prefix as ``prefix`` takes it: ``"a/b"``, or ``""`` for none."""
+    return _prefix.get()[:-1]
+
+
 @contextlib.contextmanager
 def prefix(full: str) -> Iterator[None]:
     """Make ``full`` (absolute, no trailing slash; "" for none) the current prefix."""
@@ -42,7 +47,9 @@ def check_name(name: object, what: str) -> str:
 def name_scope(name: str) -> Iterator[str]:
     """Prefix the names of ``jv.Variable`` objects created inside with ``name/``.
 
-    As in TensorFlow, a name scope does not prefix ``get_variable`` names.
+    As in TensorFlow, a name scope does not prefix ``get_variable`` names, and
+    a ``variable_scope`` opened inside extends it: ``jv.Variable`` names there
+    are ``block/scope/...``.
 
     Args:
         name: The scope's name; nests under the enclosing scopes.
@@ -53,8 +60,9 @@ def name_scope(name: str) -> Iterator[str]:
     Example:
         >>> import jaxvars as jv
         >>> with jv.name_scope("block"):
-        ...     jv.Variable(1.0, name="v").name
-        'block/v'
+        ...     with jv.variable_scope("scope"):
+        ...         jv.Variable(1.0, name="v").name, jv.get_variable("w", [1]).name
+        ('block/scope/v', 'scope/w')
     """
     full = qualified(check_name(name, "name scope"))
     with prefix(full):

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from . import _named, _naming, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
-from ._store import active_store
+from ._store import active_store, caller, holders, in_notebook
 from ._tf_keywords import refuse_tf_keywords
 from ._variable import Variable
 
@@ -36,13 +36,29 @@ AUTO_REUSE = _AutoReuse()
 Reuse = bool | _AutoReuse
 Getter = Callable[..., Any]
 
+ALREADY_EXISTS = (
+    "Variable '{name}' already exists, disallowed. Did you mean to set reuse=True or "
+    "reuse=jv.AUTO_REUSE in variable_scope? Originally created at {origin}."
+)
+DOES_NOT_EXIST = (
+    "Variable '{name}' does not exist, or was not created with get_variable(). Did you "
+    "mean to set reuse=jv.AUTO_REUSE in variable_scope?"
+)
+IN_ANOTHER_STORE = (
+    "Variable '{name}' does not exist in the active store ({active}), but it is held by "
+    "{holders}. get_variable looks in the active store only: enter the store that holds "
+    "it with `with store:` around this code."
+)
+
 
 class VariableScope:
     """An open or captured variable scope: its full name and its defaults.
 
     Obtained from ``with jv.variable_scope(...) as scope`` or
     ``jv.get_variable_scope()``. Entering it again (even inside another scope)
-    reopens the same absolute name.
+    reopens the same absolute name, and its name scope: ``jv.Variable`` names
+    inside get the prefix they got when it was opened. The top scope has no
+    name scope of its own: re-entering it keeps the current one.
 
     Attributes:
         name: The full scope name, e.g. ``"filter/conv1"`` (``""`` at the top).
@@ -52,6 +68,17 @@ class VariableScope:
         dtype: The default dtype of ``get_variable`` in this scope.
         custom_getter: The getter ``get_variable`` calls in this scope (the
             scopes' getters composed), or None.
+
+    Example:
+        >>> import jaxvars as jv
+        >>> with jv.Store():
+        ...     with jv.name_scope("train"), jv.variable_scope("model") as model:
+        ...         pass
+        ...     with jv.variable_scope("eval"), jv.variable_scope(model) as again:
+        ...         v = jv.Variable(0.0, name="v")
+        ...         w = jv.get_variable("w", [1])
+        >>> again.name, v.name, w.name
+        ('model', 'train/model/v', 'model/w')
     """
 
     def __init__(
@@ -69,6 +96,9 @@ class VariableScope:
         self.dtype = dtype
         self.regularizer = regularizer
         self.custom_getter = custom_getter
+        # The prefix of jv.Variable names inside: the name scope the scope was
+        # opened in, extended by its name (``"Train/Model"`` for ``"Model"``).
+        self._name_scope = name
 
     def reuse_variables(self) -> None:
         """Switch this scope to reuse: ``get_variable`` gets existing variables."""
@@ -126,15 +156,26 @@ def variable_scope(
 ) -> Iterator[VariableScope]:
     """Open a scope that prefixes variable names and sets ``get_variable`` defaults.
 
-    The arguments come in ``tf.compat.v1.variable_scope``'s order.
+    The arguments come in ``tf.compat.v1.variable_scope``'s order. As in TF,
+    ``get_variable`` names follow the variable scopes only, while ``jv.Variable``
+    names follow the name scope, which a variable scope extends: under
+    ``jv.name_scope("Train")``, a ``jv.Variable`` in ``variable_scope("Model")``
+    is ``Train/Model/Variable`` and a ``get_variable`` one is ``Model/v``.
 
     Args:
         name_or_scope: A name, nested under the enclosing scope
             (``"filter/conv1"``), a scope object, which keeps its absolute
-            name, or None with ``default_name``.
+            name (and name scope), or None with ``default_name``.
         default_name: With ``name_or_scope=None``: a fresh scope named
-            ``default_name``, ``default_name_1``, ... unique among its
-            siblings in the active store (how TF layers name themselves).
+            ``default_name``, else ``default_name_1``, ``default_name_2``...:
+            the first name that no sibling scope in the active store has
+            taken, however it was opened (by name too), and that no template or
+            module has (how TF layers name themselves). As in TF, leaving a
+            scope frees the default names under it: when the parent is entered
+            again (by name, or as a ``make_template`` or module call), its
+            layers get the same names again (``dense``, ``dense_1``), so that
+            ``reuse=True`` finds their variables. Inside ``jv.jit``, every pass
+            of the function gets the names its first pass got.
         values: Accepted for TF code and ignored (TF uses it for graphs).
         initializer: Default initializer of ``get_variable`` inside (inherited).
         regularizer: Default regularizer of ``get_variable`` inside (inherited).
@@ -158,15 +199,20 @@ def variable_scope(
 
     Example:
         >>> import jaxvars as jv
-        >>> with jv.Store(), jv.variable_scope("foo"):
-        ...     with jv.variable_scope("bar"):
+        >>> def layer():
+        ...     with jv.variable_scope(None, default_name="dense") as scope:
+        ...         return scope.name, jv.get_variable("kernel", [1])
+        >>> with jv.Store(), jv.name_scope("train"):
+        ...     with jv.variable_scope("foo"):
         ...         v = jv.get_variable("v", [1])
-        ...     with jv.variable_scope(None, default_name="dense") as a:
-        ...         pass
-        ...     with jv.variable_scope(None, default_name="dense") as b:
-        ...         pass
-        >>> v.name, a.name, b.name
-        ('foo/bar/v', 'foo/dense', 'foo/dense_1')
+        ...         plain = jv.Variable(0.0, name="plain")
+        ...         (a, kernel), (b, _) = layer(), layer()
+        ...     with jv.variable_scope("foo", reuse=True):
+        ...         again, shared = layer()
+        >>> v.name, plain.name, a, b
+        ('foo/v', 'train/foo/plain', 'foo/dense', 'foo/dense_1')
+        >>> again, shared is kernel
+        ('foo/dense', True)
     """
     refuse_tf_keywords("variable_scope", tf_keywords)
     if default_name is not None and not isinstance(default_name, str):
@@ -178,12 +224,12 @@ def variable_scope(
         raise JaxvarsValueError(f"reuse must be None, False, True or jv.AUTO_REUSE, got {reuse!r}.")
     parent = get_variable_scope()
     store = active_store()
+    reentered = isinstance(name_or_scope, VariableScope)
     if isinstance(name_or_scope, VariableScope):
         base, full = name_or_scope, name_or_scope.name
     elif name_or_scope is not None:
-        base, name = parent, _naming.check_name(name_or_scope, "variable scope")
-        full = _join(parent.name, name)
-        store._mark_used(full)
+        base = parent
+        full = _join(parent.name, _naming.check_name(name_or_scope, "variable scope"))
     elif default_name is None:
         raise JaxvarsValueError(
             "variable_scope(None) needs a default_name, e.g. "
@@ -195,26 +241,39 @@ def variable_scope(
             "scope has no variables to reuse. Name the scope to reuse it."
         )
     else:
-        base = parent
-        default = _join(parent.name, _naming.check_name(default_name, "scope"))
-        full = store._unique_name(default, _trace.current_pass.get())
+        base, full = parent, _join(parent.name, _naming.check_name(default_name, "scope"))
     getter = base.custom_getter
     if custom_getter is not None:
         getter = custom_getter if getter is None else _compose(custom_getter, getter)
-    scope = VariableScope(
-        full,
-        reuse=reuse or base.reuse or parent.reuse,
-        initializer=initializer if initializer is not None else base.initializer,
-        dtype=dtype if dtype is not None else base.dtype,
-        regularizer=regularizer if regularizer is not None else base.regularizer,
-        custom_getter=getter,
-    )
-    token = _current.set(scope)
-    try:
-        with _naming.prefix(full):
-            yield scope
-    finally:
-        _current.reset(token)
+    generated = name_or_scope is None
+    replaying = _trace.current_pass.get() if generated else None
+    with store._opened_scope(
+        full, reentered=reentered, generated=generated, replaying=replaying
+    ) as full:
+        scope = VariableScope(
+            full,
+            reuse=reuse or base.reuse or parent.reuse,
+            initializer=initializer if initializer is not None else base.initializer,
+            dtype=dtype if dtype is not None else base.dtype,
+            regularizer=regularizer if regularizer is not None else base.regularizer,
+            custom_getter=getter,
+        )
+        if not reentered:
+            # It extends the enclosing name scope (TF's auxiliary name scope),
+            # which a name_scope may have made longer than the variable scope.
+            relative = full[len(parent.name) + 1 :] if parent.name else full
+            scope._name_scope = _naming.qualified(relative)
+        elif full:
+            # Its own name scope again, as TF's `name_scope(scope.original_name_scope)`.
+            scope._name_scope = base._name_scope
+        else:  # the top scope has no name scope of its own: the current one stays
+            scope._name_scope = _naming.current()
+        token = _current.set(scope)
+        try:
+            with _naming.prefix(scope._name_scope):
+                yield scope
+        finally:
+            _current.reset(token)
 
 
 def _join(scope: str, name: str) -> str:
@@ -253,10 +312,14 @@ def get_variable(
         shape: The shape; may be omitted when ``initializer`` is a constant.
         dtype: The dtype; None means the scope's dtype, else the constant
             initializer's dtype, else float32.
-        initializer: A ``(key, shape, dtype) -> array`` callable (e.g. from
-            ``jax.nn.initializers``), an array-like constant, or None (the
-            scope's initializer, else Glorot uniform for floats, zeros otherwise).
-            Keys come from ``jv.random``, so a fixed seed gives the same variables.
+        initializer: One of: a function ``f(key, shape, dtype) -> array`` (as
+            ``jax.nn.initializers``; keys come from ``jv.random``, so a fixed
+            seed gives the same variables); a function or TF-style initializer
+            object ``f(shape, dtype) -> array`` (as ``jnp.zeros``, ``jnp.ones``,
+            TF's initializer objects), when its signature says so: it cannot
+            take three arguments, or its first one is named ``shape`` (else it
+            is called with a key); an array-like constant; or None (the scope's
+            initializer, else Glorot uniform for floats, zeros otherwise).
         regularizer: A function of the value returning a scalar loss (None: the
             scope's), summed by ``jv.regularization_loss()``.
         trainable: As for ``jv.Variable``.
@@ -271,20 +334,24 @@ def get_variable(
 
     Raises:
         ValueError: creating an existing name without reuse, getting a missing
-            name with ``reuse=True``, asking an existing variable for another
+            name with ``reuse=True`` (the message names the other store that
+            holds it, if one does), asking an existing variable for another
             shape or dtype, or an initializer returning another shape.
         TypeError: a shape that is not a sequence of ints (``(2.5,)``, ``("2",)``);
-            TF keywords jaxvars does not take (the message says what to use instead).
+            an initializer function of neither signature; TF keywords jaxvars
+            does not take (the message says what to use instead).
 
     Example:
         >>> import jaxvars as jv
+        >>> import jax.numpy as jnp
         >>> with jv.Store():
         ...     with jv.variable_scope("conv1"):
         ...         w = jv.get_variable("weights", (5, 5, 32, 32))
+        ...         b = jv.get_variable("biases", (32,), initializer=jnp.zeros)
         ...     with jv.variable_scope("conv1", reuse=True):
         ...         w2 = jv.get_variable("weights")
-        >>> w is w2, w.name
-        (True, 'conv1/weights')
+        >>> w is w2, w.name, float(b.value.sum())
+        (True, 'conv1/weights', 0.0)
     """
     refuse_tf_keywords("get_variable", tf_keywords)
     scope = get_variable_scope()
@@ -333,17 +400,21 @@ def _true_getter(
         if existing is not None:
             if not reuse and not (maker is not None and store._made_by.get(name) is maker):
                 raise JaxvarsValueError(
-                    f"Variable '{name}' already exists, disallowed. Did you mean to set "
-                    "reuse=True or reuse=jv.AUTO_REUSE in variable_scope? Originally created "
-                    f"at {store._origins[name]}."
-                    + (_named.NOTEBOOK_HINT if _named.in_notebook() else "")
+                    ALREADY_EXISTS.format(name=name, origin=store._origins[name])
+                    + (_named.NOTEBOOK_HINT if in_notebook() else "")
                 )
             _named.check_matches(existing, shape, dtype)
             return existing
         if reuse is True:
+            elsewhere = holders(name, besides=store)
+            if not elsewhere:
+                raise JaxvarsValueError(DOES_NOT_EXIST.format(name=name))
             raise JaxvarsValueError(
-                f"Variable '{name}' does not exist, or was not created with get_variable(). "
-                "Did you mean to set reuse=jv.AUTO_REUSE in variable_scope?"
+                IN_ANOTHER_STORE.format(
+                    name=name,
+                    active=store._describe(),
+                    holders=" and ".join(s._describe() for s in elsewhere),
+                )
             )
         with _trace.outside():  # concrete initial values, even inside jv.jit
             variable = _named.create(
@@ -356,7 +427,7 @@ def _true_getter(
                 collections=collections,
                 constraint=constraint,
             )
-        store._add(name, variable, _named.caller())
+        store._add(name, variable, caller())
         if maker is not None:
             store._made_by[name] = maker
         return variable
@@ -369,8 +440,11 @@ def make_template(name: str, fn: Callable[..., R], **kwargs: Any) -> Callable[..
     """Wrap ``fn`` so that every call runs in one variable scope, sharing its variables.
 
     The first call creates the variables ``fn`` asks ``get_variable`` for; later
-    calls reuse them. Two templates made with the same name in one store get
-    distinct scopes (``name``, ``name_1``), numbered when the template is made.
+    calls reuse them. Scopes ``fn`` opens with ``default_name`` get the same
+    names on every call (``dense``, ``dense_1``), so layers that name themselves
+    share too. Two templates made with the same name in one store get distinct
+    scopes (``name``, ``name_1``), numbered when the template is made; a name
+    a scope was opened with (by hand, ``variable_scope("name_1")``) is skipped.
 
     Args:
         name: The scope name (made unique in the active store).
@@ -382,11 +456,12 @@ def make_template(name: str, fn: Callable[..., R], **kwargs: Any) -> Callable[..
     Example:
         >>> import jaxvars as jv
         >>> def scale(x):
-        ...     return x * jv.get_variable("w", initializer=2.0)
-        >>> with jv.Store():
+        ...     with jv.variable_scope(None, default_name="layer"):
+        ...         return x * jv.get_variable("w", initializer=2.0)
+        >>> with jv.Store() as store:
         ...     t = jv.make_template("scale", scale)
-        ...     float(t(1.0)), float(t(3.0)), t.variable_scope.name
-        (2.0, 6.0, 'scale')
+        ...     float(t(1.0)), float(t(3.0)), t.variable_scope.name, list(store)
+        (2.0, 6.0, 'scale', ['scale/layer/w'])
     """
     name = _naming.check_name(name, "template")
     full = active_store()._unique_name(_join(get_variable_scope().name, name))

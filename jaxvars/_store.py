@@ -1,10 +1,15 @@
-"""The Store: a registry mapping full names to the variables ``get_variable`` made."""
+"""The Store: a registry mapping full names to the variables ``get_variable`` made,
+and the scope names it has given."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import itertools
+import os
+import sys
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -20,6 +25,10 @@ if TYPE_CHECKING:  # _variable imports this module: variables join their store's
 _active: contextvars.ContextVar[tuple[Store, ...]] = contextvars.ContextVar(
     "jaxvars_active_stores", default=()
 )
+# Every live store, held weakly (in creation order), so that get_variable's
+# "does not exist" can say which other store holds the name.
+_stores: weakref.WeakValueDictionary[int, Store] = weakref.WeakValueDictionary()
+_serial = itertools.count()
 
 
 class GraphKeys:
@@ -69,6 +78,46 @@ class Collection:
         return list(self._members.values())
 
 
+class _Opened:
+    """TF's count of opened variable scopes, as a tree by name component.
+
+    TF zeroes every count under a scope when it closes: here that drops the
+    node's children, and a re-entered scope copies only its own subtree, so
+    entering a scope costs the size of what is under it, not of the store.
+    """
+
+    __slots__ = ("count", "children")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.children: dict[str, _Opened] = {}
+
+    def at(self, name: str) -> _Opened:
+        """The node of the scope ``name``, made (unopened) if missing."""
+        node = self
+        for part in name.split("/") if name else ():
+            child = node.children.get(part)
+            if child is None:
+                child = node.children[part] = _Opened()
+            node = child
+        return node
+
+    def is_open(self, name: str) -> bool:
+        node: _Opened | None = self
+        for part in name.split("/") if name else ():
+            node = node.children.get(part)
+            if node is None:
+                return False
+        return node.count > 0
+
+    def copy_children(self) -> dict[str, _Opened]:
+        copies = {}
+        for part, child in self.children.items():
+            copy = copies[part] = _Opened()
+            copy.count, copy.children = child.count, child.copy_children()
+        return copies
+
+
 class Store(Mapping[str, "Variable"]):
     """A registry of named variables, used like a read-only dict.
 
@@ -90,7 +139,15 @@ class Store(Mapping[str, "Variable"]):
     def __init__(self) -> None:
         self._variables: dict[str, Variable] = {}
         self._origins: dict[str, str] = {}
-        self._name_counts: dict[str, int] = {}
+        self._origin = caller()
+        # Generated names (see _opened_scope and _unique_name): the variable
+        # scopes open, as TF counts them; every scope name ever opened; the
+        # names given to objects (modules, templates, optimizers), never given
+        # twice; where each object base's probe starts.
+        self._opened = _Opened()
+        self._ever_opened: set[str] = set()
+        self._objects: set[str] = set()
+        self._next_index: dict[str, int] = {}
         self._collections: dict[str, Collection] = {}
         # What jv.jit functions' passes made (see _trace.Pass), their functions
         # held weakly: {variable name: function}, {function: [(base, scope name)]}.
@@ -104,6 +161,7 @@ class Store(Mapping[str, "Variable"]):
         # and a jv.jit step holding the state lock may call get_variable.
         # Two locks taken in both orders could deadlock; one cannot.
         self._lock = _trace.STATE_LOCK
+        _stores[next(_serial)] = self
 
     # -- mapping ------------------------------------------------------------------
 
@@ -180,7 +238,9 @@ class Store(Mapping[str, "Variable"]):
         with self._lock:
             self._variables.clear()
             self._origins.clear()
-            self._name_counts.clear()
+            self._opened = _Opened()
+            for names in (self._ever_opened, self._objects, self._next_index):
+                names.clear()
             self._made_by.clear()
             self._named_by.clear()
             self._top_scope = None
@@ -217,32 +277,82 @@ class Store(Mapping[str, "Variable"]):
             for key in keys:
                 self._collection(key).add(variable)
 
-    def _mark_used(self, name: str) -> None:
-        """Note that the scope ``name`` was opened, so generated names skip it."""
-        with self._lock:
-            self._name_counts[name] = max(self._name_counts.get(name, 0), 1)
+    def _describe(self) -> str:
+        """How errors name this store: where user code made it."""
+        if self is _default_store:
+            return "the default store"
+        return f"the Store created at {self._origin}"
+
+    # -- generated names -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _opened_scope(
+        self, name: str, *, reentered: bool = False, generated: bool = False, replaying: Any = None
+    ) -> Iterator[str]:
+        """Open the variable scope ``name`` (TF's ``open_variable_scope``); yield its name.
+
+        With ``generated``, ``name`` is a ``default_name`` base: the scope is the
+        first of ``name``, ``name_1``, ``name_2``... that no open scope uses
+        (TF's ``_get_unique_variable_scope``) and no object was given. Within a
+        pass of a jv.jit function (``replaying``, a ``_trace.Pass``), the n-th
+        one asked for is the one the function's first pass got.
+
+        On exit the default names under it are freed, so that the next entry
+        numbers its children afresh (``dense``, ``dense_1`` again, which
+        ``reuse=True`` then finds): leaving a scope opened by name frees them all
+        (TF's ``close_variable_subscopes``); leaving a re-entered scope object
+        puts back those it found, so each call of a template or of a module's
+        method names its layers as the first call did.
+        """
+        with self._lock:  # picked and opened in one step: two threads never share a name
+            if generated:
+                name = self._pick(name, replaying, self._scope_taken)[0]
+            node = self._opened.at(name)
+            node.count += 1
+            self._ever_opened.add(name)
+            found = node.copy_children() if reentered else {}
+        try:
+            yield name
+        finally:
+            with self._lock:
+                node.children = found
+
+    def _scope_taken(self, name: str) -> bool:
+        return self._opened.is_open(name) or name in self._objects
 
     def _unique_name(self, base: str, replaying: Any = None) -> str:
-        """``base``, then ``base_1``, ``base_2``... on later calls with the same base.
-
-        Within a pass of a jv.jit function (``replaying``, a ``_trace.Pass``),
-        the n-th name asked for is the one the function's first pass got.
-        """
-        named: list[tuple[str, str]] = []
+        """An object's name (module, template, optimizer, average): ``base``, else
+        ``base_1``, ``base_2``..., the first never given to an object nor opened as
+        a scope. It is never given again (until ``clear``), wherever it was made."""
         with self._lock:
-            if replaying is not None:
-                named = self._named_by.setdefault(replaying.owner, [])
-                index = replaying.scopes_named
-                replaying.scopes_named += 1
-                if index < len(named) and named[index][0] == base:
-                    return named[index][1]
-                del named[index:]  # this pass took another path from here
-            count = self._name_counts.get(base, 0)
-            self._name_counts[base] = count + 1
-            name = base if count == 0 else f"{base}_{count}"
-            if replaying is not None:
-                named.append((base, name))
+            # Names below the last one probed stay taken: start the probe there.
+            start = self._next_index.get(base, 0)
+            name, index = self._pick(
+                base, replaying, lambda n: n in self._objects or n in self._ever_opened, start
+            )
+            self._objects.add(name)
+            if index is not None:
+                self._next_index[base] = index + 1
         return name
+
+    def _pick(
+        self, base: str, replaying: Any, taken: Callable[[str], bool], start: int = 0
+    ) -> tuple[str, int | None]:
+        """The name and the suffix probed (None when a pass replays its first pass's)."""
+        named: list[tuple[str, str]] | None = None
+        if replaying is not None:
+            named = self._named_by.setdefault(replaying.owner, [])
+            index = replaying.scopes_named
+            replaying.scopes_named += 1
+            if index < len(named) and named[index][0] == base:
+                return named[index][1], None
+            del named[index:]  # this pass took another path from here
+        index = start
+        while taken(name := base if index == 0 else f"{base}_{index}"):
+            index += 1
+        if named is not None:
+            named.append((base, name))
+        return name, index
 
 
 def check_state(
@@ -298,6 +408,45 @@ def mismatches(
 def _dtype_of(value: Any) -> np.dtype:
     dtype = getattr(value, "dtype", None)
     return np.dtype(dtype) if dtype is not None else _dtypes.infer_dtype(np.asarray(value))
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def caller() -> str:
+    """Where the user's call is: ``file:line`` of the innermost frame outside
+    jaxvars, or ``In [3], line 2`` for a notebook cell."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.dirname(frame.f_code.co_filename) == _PACKAGE_DIR:
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>"
+    cell = _notebook_cell(frame.f_code.co_filename)
+    if cell is not None:
+        return f"In [{cell}], line {frame.f_lineno}"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def in_notebook() -> bool:
+    """Whether this runs in an IPython kernel or shell (without importing IPython)."""
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and getattr(ipython, "get_ipython", lambda: None)() is not None
+
+
+def _notebook_cell(filename: str) -> int | None:
+    """The execution count of the cell IPython compiled into ``filename``, if any."""
+    if not in_notebook():
+        return None
+    shell = sys.modules["IPython"].get_ipython()
+    # IPython names each cell's code by a temporary file and remembers its number.
+    numbers = getattr(getattr(shell, "compile", None), "_filename_map", {})
+    return numbers.get(filename)
+
+
+def holders(name: str, besides: Store) -> list[Store]:
+    """The live stores other than ``besides`` that hold a variable ``name``."""
+    with _trace.STATE_LOCK:
+        return [s for s in list(_stores.values()) if s is not besides and name in s._variables]
 
 
 _default_store = Store()
