@@ -57,8 +57,9 @@ def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *
 
     The taken branch's assignments take effect; a variable assigned only in
     the other branch keeps its value. Eagerly, with a concrete predicate, only
-    the taken branch runs (as plain Python). Inside ``jv.jit`` the predicate
-    may be traced.
+    the taken branch runs (as plain Python), and its assignments apply only if
+    it returns. Inside ``jv.jit`` the predicate may be traced; it may be a
+    Variable.
 
     Example:
         >>> import jaxvars as jv
@@ -79,8 +80,8 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -
     """``jax.lax.switch`` whose branches may read and assign variables.
 
     Only the chosen branch's assignments take effect. Eagerly, with a concrete
-    index, only that branch runs. The index is clamped to the branches, as in
-    ``jax.lax.switch``.
+    index, only that branch runs, and if it raises nothing changes. The index
+    (a Variable too) is clamped to the branches, as in ``jax.lax.switch``.
 
     Example:
         >>> import jaxvars as jv
@@ -309,7 +310,8 @@ def remat(
 
     Values and gradients equal those without it; activations are recomputed
     in the backward pass instead of stored. Assignments inside happen once
-    per call, never again during the recomputation.
+    per call, never again during the recomputation. Keyword arguments are
+    traced, as ``jax.checkpoint``'s are.
 
     Example:
         >>> import jax.numpy as jnp
@@ -357,8 +359,11 @@ def eval_shape(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
     Variables created inside are abstract: they have ``.name``, ``.shape``,
     ``.dtype``, ``.sharding`` (under ``jv.sharding_rules``) and ``.trainable``
-    but no value (``v.is_abstract``); reading or computing with one raises an
-    error naming it, and assigning it (``jv.restore`` does) gives it a value.
+    but no value (``v.is_abstract``). Inside ``fn`` everything is abstract, so
+    reading one gives its shape and dtype; afterwards reading or computing with
+    one raises an error naming it, and assigning it (``jv.restore`` does) gives
+    it a value. A ``trainable`` mask computed inside is computed for real (only
+    the masks; abstract arguments count as zeros there).
     Modules, ``get_variable``, Optimizers and sharding rules all work. Existing
     variables are not changed. Arrays in the result come back as
     ``jax.ShapeDtypeStruct``; Variables and Modules as themselves.

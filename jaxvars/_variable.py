@@ -55,7 +55,9 @@ class Variable(ArrayOperators, SparseUpdates):
         dtype: Cast the initial value to this dtype (``same_kind`` rule);
             inferred like ``jnp.asarray`` when None.
         device: A ``jax.Device`` or a string such as ``"cpu:0"``; commits the
-            variable there.
+            variable there. Without it (or ``sharding``, ``jv.device``,
+            sharding rules), a committed initial value keeps its placement
+            and an uncommitted one stays uncommitted.
         sharding: A ``jax.sharding.Sharding``; commits the variable over its devices.
         regularizer: A function of the value returning a scalar loss, summed by
             ``jv.regularization_loss()``.
