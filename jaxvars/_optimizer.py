@@ -25,10 +25,22 @@ class Optimizer:
 
     The optimiser state lives in non-trainable variables (in the active store,
     under the optimiser's scope), so ``jv.jit`` carries it and checkpoints
-    include it. Their names derive only from the target's structure, so a
-    fresh optimiser over a fresh model matches a saved one. Variables with
-    ``trainable=False`` and masked-out elements are never changed, whatever
-    the transformation (weight decay included): they stay bit-identical.
+    include it. Their names derive only from the target's structure (and
+    which of its variables train), so a fresh optimiser over a fresh model
+    matches a saved one. Variables with ``trainable=False`` and masked-out
+    elements are never changed, whatever the transformation (weight decay
+    included): they stay bit-identical.
+
+    Only the variables that train get state: those whose ``trainable`` is
+    True or a mask, with a floating-point (or complex) dtype. Frozen ones and
+    integer or bool ones (step counters, BatchNorm counts) get none, are never
+    assigned, and a gradient given for one is ignored. Setting ``trainable``
+    after the optimiser is made takes effect at the next update (or
+    ``checkpoint_variables``): a variable that starts training gets fresh
+    state, as ``tx.init`` makes it, never state left from an earlier time it
+    trained; one that stops loses its state; the others keep theirs, as do
+    state entries shared by all variables (Adam's step count). Changing a
+    mask keeps the state.
 
     Args:
         tx: An ``optax.GradientTransformation``, e.g. ``optax.adam(1e-3)``.
@@ -38,7 +50,8 @@ class Optimizer:
 
     Attributes:
         iterations: A non-trainable int32 variable counting applied steps.
-        variables: The optimised variables, ``{key: Variable}``.
+        variables: The target's variables, ``{key: Variable}`` (those that
+            train are updated).
 
     Example:
         >>> import optax
@@ -49,6 +62,11 @@ class Optimizer:
         ...     opt.apply_gradients([jv.grad(lambda: (w * w).sum(), w)()])
         >>> w.numpy(), int(opt.iterations)
         (array([0., 0.], dtype=float32), 1)
+        >>> steps = jv.Variable(0, name="steps")  # an int: no state, never touched
+        >>> with jv.Store():
+        ...     adam = jv.Optimizer(optax.adam(0.1), {"w": w, "steps": steps})
+        >>> sorted(adam.checkpoint_variables())
+        ['0/count', '0/mu/w', '0/nu/w', 'iterations']
     """
 
     def __init__(self, tx: optax.GradientTransformation, target: Any, *, name: str = "optimizer"):
@@ -64,28 +82,46 @@ class Optimizer:
         parent = get_variable_scope().name
         self._scope = active_store()._unique_name(f"{parent}/{name}" if parent else name)
         self._state: list[Variable] = []
+        # Every state variable made, by full name: one that goes out of use
+        # when its variable stops training comes back if it trains again.
+        self._made: dict[str, Variable] = {}
         self._build_state()
         with _trace.outside():
             self.iterations = self._state_variable("iterations", jnp.zeros((), jnp.int32))
 
     def _build_state(self) -> None:
-        """Make the state for ``self.variables``, keeping the state variables that exist."""
-        variables = self.variables
+        """Make the state for the variables that train, keeping the state in use."""
+        self._trained = trained = _trained(self.variables)
         with _trace.outside():
-            if any(v.is_abstract for v in variables.values()):
+            if any(v.is_abstract for v in trained.values()):
                 # Abstract parameters (jv.eval_shape): abstract state, nothing computed.
-                shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in variables.items()}
+                shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in trained.items()}
                 state = jax.eval_shape(self._tx.init, shapes)
             else:
-                state = self._tx.init({key: v.value for key, v in variables.items()})
+                state = self._tx.init({key: v.value for key, v in trained.items()})
             paths_and_leaves, self._treedef = jax.tree_util.tree_flatten_with_path(state)
-            kept = {v.name: v for v in self._state}
+            in_use = {v.name: v for v in self._state}
             self._state = []
             for path, leaf in paths_and_leaves:
-                old = kept.get(f"{self._scope}/{_path_name(path)}")
-                self._state.append(
-                    old if old is not None else self._state_variable(_path_name(path), leaf)
-                )
+                key = _path_name(path)
+                full = f"{self._scope}/{key}"
+                variable = in_use.get(full)
+                if variable is None and full in self._made:
+                    variable = self._made[full]
+                    if isinstance(leaf, jax.Array):
+                        variable.assign(leaf)  # training again: fresh state, not stale
+                elif variable is None:
+                    variable = self._made[full] = self._state_variable(key, leaf)
+                self._state.append(variable)
+
+    def _sync(self) -> None:
+        """Bring the state up to date: layers built lazily, ``trainable`` set since."""
+        self._follow()
+        for variable in self.variables.values():
+            # Compiled steps read the settings here: changing one must retrace them.
+            _trace.note_used(variable)
+        if _trained(self.variables).keys() != self._trained.keys():
+            self._build_state()
 
     def _follow(self) -> None:
         """Over a Module: take in the variables it gained (layers built lazily)."""
@@ -105,7 +141,6 @@ class Optimizer:
                     "new Optimizer, or assign the new value to the old variable."
                 )
         self.variables = current
-        self._build_state()
 
     def _state_variable(self, key: str, leaf: Any) -> Variable:
         full = f"{self._scope}/{key}"
@@ -147,8 +182,11 @@ class Optimizer:
         """The state keyed relative to the scope (``"0/mu/layers/0/w"``, ``"iterations"``).
 
         These are the optimiser's checkpoint keys: they do not depend on the
-        scope's number, so a fresh optimiser restores a saved one.
+        scope's number, so a fresh optimiser restores a saved one. The state
+        is brought up to date first (layers built and ``trainable`` set since
+        the last update), so the keys are those a fresh optimiser would have.
         """
+        self._sync()
         start = len(self._scope) + 1
         return {name[start:]: v for name, v in self.state_variables.items()}
 
@@ -156,15 +194,16 @@ class Optimizer:
         """Update the variables from ``grads``, eagerly or inside ``jv.jit``.
 
         Over a Module, variables the module gained since the last call (layers
-        built lazily) get optimiser state first. A variable's ``constraint``
-        is applied to its updated value (frozen and masked-out elements stay
-        untouched).
+        built lazily) get optimiser state first, as do variables that started
+        training (see the class doc). A variable's ``constraint`` is applied
+        to its updated value (frozen and masked-out elements stay untouched).
 
         Args:
             grads: Shaped like what ``jv.grad`` returns for the target (a tuple
                 for a Module's ``trainable_variables``, a list for a list, a dict
                 for a dict, an array for a Variable), or a list, tuple or
                 iterator of ``(gradient, variable)`` pairs, as in TensorFlow.
+                Gradients for variables that do not train are ignored.
             global_step: A variable to increment by one, as in TF1.
 
         Raises:
@@ -178,27 +217,27 @@ class Optimizer:
                 f"jv.Variable(0, name='global_step', trainable=False)), got "
                 f"{type(global_step).__name__}."
             )
-        self._follow()
-        by_key = self._gradients_by_key(grads)
-        params = {key: v.value for key, v in self.variables.items()}
-        full = {}
-        for key, variable in self.variables.items():
-            grad = by_key.get(key)
-            if grad is None:
-                full[key] = jnp.zeros_like(params[key])
-                continue
+        self._sync()
+        # A None gradient (TF's for a variable the loss does not use) counts as none.
+        by_key = {k: g for k, g in self._gradients_by_key(grads).items() if g is not None}
+        for key, grad in by_key.items():
+            variable = self.variables[key]
             if jnp.shape(grad) != variable.shape:
                 raise JaxvarsValueError(
                     f"The gradient for variable '{variable.name}' has shape {jnp.shape(grad)}, "
                     f"the variable {variable.shape}."
                 )
-            full[key] = masked_gradient(variable, grad)
+        # Only the variables that train: the others are never read nor assigned here.
+        trained = self._trained
+        params = {key: v.value for key, v in trained.items()}
+        full = {
+            key: masked_gradient(v, by_key[key]) if key in by_key else jnp.zeros_like(params[key])
+            for key, v in trained.items()
+        }
         state = jax.tree_util.tree_unflatten(self._treedef, [s.value for s in self._state])
         updates, new_state = self._tx.update(full, state, params)
         updates = cast(dict[str, Any], updates)  # optax keeps the structure of the gradients
-        for key, variable in self.variables.items():
-            if variable.trainable is False:
-                continue  # never assigned: stays bit-identical
+        for key, variable in trained.items():
             new = _constrained(variable, optax.apply_updates(params[key], updates[key]))
             variable.assign(_mask(variable, new, params[key]))
         for variable, leaf in zip(self._state, jax.tree.leaves(new_state), strict=True):
@@ -258,8 +297,8 @@ class Optimizer:
                 f"lambda: loss(model(x), y)), got {type(loss_fn).__name__}: a value "
                 "computed beforehand has no gradient to follow."
             )
-        self._follow()
-        wrt = [v for v in self.variables.values() if v.trainable is not False]
+        self._sync()
+        wrt = list(self._trained.values())
         loss, grads = value_and_grad(loss_fn, wrt)()
         self.apply_gradients(list(zip(grads, wrt, strict=True)), global_step)
         return loss
@@ -323,6 +362,15 @@ def _is_pairs(grads: Any) -> bool:
             for pair in grads
         )
     )
+
+
+def _trained(variables: dict[str, Variable]) -> dict[str, Variable]:
+    """The variables that get state and updates: trainable (or masked), of an inexact dtype."""
+    return {
+        key: v
+        for key, v in variables.items()
+        if v.trainable is not False and jnp.issubdtype(v.dtype, jnp.inexact)
+    }
 
 
 def _keyed_variables(target: Any) -> dict[str, Variable]:

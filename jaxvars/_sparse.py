@@ -9,7 +9,7 @@ import numpy as np
 from jax.core import Tracer
 
 from . import _dtypes, _trace
-from ._errors import JaxvarsTypeError, JaxvarsValueError
+from ._errors import JaxvarsIndexError, JaxvarsTypeError, JaxvarsValueError
 from ._operators import unwrap
 
 if TYPE_CHECKING:
@@ -22,9 +22,10 @@ class SparseUpdates:
     Each casts ``updates`` to the variable's dtype under the assign rule,
     checks shapes against the indices, writes one new array (so eagerly and
     inside ``jv.jit`` alike) and returns the variable. Indices follow NumPy:
-    negative ones count from the end. Eagerly, an index out of range is an
-    ``IndexError``; inside ``jv.jit`` indices are not known, and an update at
-    an index out of range is dropped, as in ``jax.numpy``.
+    negative ones count from the end. Eagerly, an index out of range raises
+    an error that is both a ``jv.JaxvarsError`` and an ``IndexError``, and
+    changes nothing; inside ``jv.jit`` indices are not known, and an update
+    at an index out of range is dropped, as in ``jax.numpy``.
     """
 
     __slots__ = ()
@@ -142,8 +143,8 @@ def _check_in_range(variable: Variable, op: str, index: Any, bounds: tuple[int, 
         column = rows[:, axis]
         bad = column[(column < -bound) | (column >= bound)]
         if bad.size:
-            raise IndexError(
+            raise JaxvarsIndexError(
                 f"{op} on variable '{variable.name}' (shape {variable.shape}): index "
-                f"{int(bad[0])} is out of range for axis {axis} of size {bound}. "
-                "The variable is unchanged."
+                f"{int(bad[0])} is out of range for axis {axis} of size {bound} (valid "
+                f"indices: {-bound} to {bound - 1}). The variable is unchanged."
             )

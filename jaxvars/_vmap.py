@@ -51,7 +51,13 @@ def vmap(
     (a reduction over ``axis_name``, say); a value that differs per lane is
     an error naming the variable. Variables in ``variable_axes`` (as for
     ``jv.scan``, or an int meaning every variable) are split: lane ``i``
-    reads and assigns slice ``i``.
+    reads and assigns slice ``i``. Keyword arguments are mapped over axis 0,
+    as ``jax.vmap`` maps them (``in_axes`` covers the positional ones).
+
+    Called eagerly on no arguments with ``axis_size=n`` and ``variable_axes``
+    an int or name patterns, it builds an ensemble: ``fn`` runs ``n`` times,
+    and each variable it creates holds the members' values stacked on its
+    axis, its ``trainable`` mask too (a bool while every member agrees).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -62,23 +68,35 @@ def vmap(
         ...     return x - mean
         >>> jv.vmap(f, axis_name="batch")(jnp.array([1.0, 3.0])).tolist(), float(mean)
         ([-1.0, 1.0], 2.0)
+        >>> jv.vmap(lambda x, *, scale: x * scale)(jnp.ones(2), scale=jnp.array([2.0, 3.0]))
+        Array([2., 3.], dtype=float32)
     """
     axes = axes_of(variable_axes, "jv.vmap")
 
     # An axis name even when none is given: random draws fold in the lane index.
     name = axis_name if axis_name is not None else f"jaxvars_vmap_{next(_fresh)}"
 
-    def in_lane(*lane_args: Any) -> Any:
+    def in_lane(*lane_args: Any, keywords: bool = False) -> Any:
         token = _trace.lanes.set((*_trace.lanes.get(), name))
         try:
+            if keywords:  # the last positional argument holds the keyword arguments
+                *positional, keyword_args = lane_args
+                return fn(*positional, **keyword_args)
             return fn(*lane_args)
         finally:
             _trace.lanes.reset(token)
 
     @functools.wraps(fn)
     @locked
-    def mapped(*args: Any) -> Any:
+    def mapped(*args: Any, **kwargs: Any) -> Any:
         in_axes_all = _as_tuple(in_axes, len(args))
+        lane = in_lane
+        if kwargs:
+            # As jax.vmap does, keywords are mapped over axis 0. They travel as one
+            # more positional argument, so that the lifting path needs no keywords.
+            _check_in_axes(in_axes, len(args))
+            args, in_axes_all = (*args, kwargs), (*in_axes_all, 0)
+            lane = functools.partial(in_lane, keywords=True)
 
         def run_vmap(f: Callable[..., Any], ins: Any, outs: Any) -> Callable[..., Any]:
             return jax.vmap(f, in_axes=ins, out_axes=outs, axis_size=axis_size, axis_name=name)
@@ -86,7 +104,7 @@ def vmap(
         if eager() and not args and axis_size is not None and _builds(axes):
             return _ensemble(fn, axes, axis_size, out_axes)
         assigned, read, *_ = _lift.touched(
-            in_lane,
+            lane,
             *args,
             transform=lambda probe: run_vmap(probe, in_axes_all, out_axes),
             adapt=functools.partial(one_slice, axes),
@@ -94,7 +112,7 @@ def vmap(
         split = [v for v in union([assigned, read]) if axis_of(axes, v) is not None]
         broadcast = [v for v in assigned if axis_of(axes, v) is None]
         split_axes = [axis_of(axes, v) for v in split]
-        body = _lift.pure_of(in_lane, [*split, *broadcast], what="jv.vmap")
+        body = _lift.pure_of(lane, [*split, *broadcast], what="jv.vmap")
         n = len(split)
 
         def pure(split_values: list[Any], *call_args: Any) -> Any:
@@ -145,8 +163,9 @@ def _ensemble(fn: Callable[[], Any], axes: Any, size: int, out_axes: Any) -> Any
     Each member is ``fn`` run eagerly, drawing its own random numbers; members
     after the first are built in a scratch store, so names never clash. Every
     variable the first member created that ``variable_axes`` names then holds
-    all members' values stacked on its axis; the first member's objects are
-    returned, and arrays in the result are stacked on ``out_axes``.
+    all members' values, and their ``trainable`` settings, stacked on its
+    axis; the first member's objects are returned, and arrays in the result
+    are stacked on ``out_axes``.
     """
     with _trace.collecting_creations() as created:
         first = fn()
@@ -169,8 +188,11 @@ def _ensemble(fn: Callable[[], Any], axes: Any, size: int, out_axes: Any) -> Any
     for position, variable in enumerate(created):
         axis = axis_of(axes, variable)
         if axis is not None:
+            copies = [m[position] for m in members]
+            trainable = _stacked_trainable(copies, axis)
             # A new variable, in no compiled code yet: its shape may still grow.
-            variable._array = jnp.stack([m[position]._array for m in members], axis=axis)
+            variable._array = jnp.stack([v._array for v in copies], axis=axis)
+            variable.trainable = trainable
     arrays = [jax.tree.leaves(out, is_leaf=is_object) for out in outs]
     leaves, treedef = jax.tree_util.tree_flatten(first, is_leaf=is_object)
     axis = out_axes if isinstance(out_axes, int) else 0
@@ -179,6 +201,27 @@ def _ensemble(fn: Callable[[], Any], axes: Any, size: int, out_axes: Any) -> Any
         for i, leaf in enumerate(leaves)
     ]
     return jax.tree_util.tree_unflatten(treedef, stacked)
+
+
+def _stacked_trainable(members: list[Any], axis: int) -> Any:
+    """The members' ``trainable`` settings stacked as their values are; one bool
+    if all members have the same bool, else a mask (a bool fills its member)."""
+    settings = [v.trainable for v in members]
+    if all(s is True for s in settings) or all(s is False for s in settings):
+        return settings[0]
+    return jnp.stack(
+        [jnp.broadcast_to(s, v.shape) for s, v in zip(settings, members, strict=True)], axis=axis
+    )
+
+
+def _check_in_axes(in_axes: Any, n: int) -> None:
+    """jax.vmap's check, made here: with keywords it would count one argument too many."""
+    if isinstance(in_axes, (tuple, list)) and len(in_axes) != n:
+        raise JaxvarsValueError(
+            "jv.vmap: in_axes must be an int, None, or a tuple with one entry per "
+            f"positional argument (keyword arguments are mapped over axis 0); got "
+            f"{len(in_axes)} entries for {n} positional arguments."
+        )
 
 
 def _as_tuple(in_axes: Any, n: int) -> tuple[Any, ...]:
