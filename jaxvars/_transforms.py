@@ -68,7 +68,10 @@ def masked_gradient(variable: Variable, grad: Any) -> Any:
 def _value_and_grad_impl(
     fn: Callable[..., Any], wrt: Any, has_aux: bool, args: Any, kwargs: Any
 ) -> tuple[Any, Any, Any]:
-    variables, restructure = _wrt_variables(wrt)
+    wanted, restructure = _wrt_variables(wrt)
+    # Integer and bool variables (a step counter left trainable=True) have no
+    # gradient: they get zeros, as frozen ones do, and are not differentiated.
+    variables = [v for v in wanted if jnp.issubdtype(v.dtype, jnp.inexact)]
     written: list[Variable] = []
 
     def loss_and_aux(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
@@ -90,7 +93,9 @@ def _value_and_grad_impl(
         # Writes made by fn (random streams, running statistics) land after the
         # gradient, so the gradient saw the variables as they were.
         _lift.apply(written, written_values)
-    grads = [masked_gradient(v, g) for v, g in zip(variables, grads, strict=True)]
+    by_variable = {id(v): masked_gradient(v, g) for v, g in zip(variables, grads, strict=True)}
+    grads = [by_variable.get(id(v)) for v in wanted]
+    grads = [jnp.zeros(v.shape, v.dtype) if g is None else g for v, g in zip(wanted, grads)]
     return value, _lift.restore_returned(aux), restructure(grads)
 
 

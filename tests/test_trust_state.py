@@ -320,3 +320,23 @@ def test_an_index_out_of_range_is_a_jaxvars_error_and_an_index_error(op):
     assert isinstance(e.value, IndexError)
     assert "out of range for axis" in str(e.value) and "is unchanged" in str(e.value)
     np.testing.assert_array_equal(v.numpy(), [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+
+
+def test_grad_over_a_module_with_an_integer_counter_gives_it_zeros():
+    class Counted(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = jv.Variable(2.0, name="w")
+            self.steps = jv.Variable(0, name="steps")  # trainable=True by default, as in TF
+
+        def __call__(self, x):
+            self.steps.assign_add(1)
+            return self.w * x
+
+    model = Counted()
+    g_w, g_steps = jv.grad(lambda: model(3.0) ** 2, model)()
+    assert float(g_w) == 36.0
+    assert g_steps.dtype == model.steps.dtype and int(g_steps) == 0
+    assert int(model.steps) == 1
+    g = jv.jit(jv.grad(lambda: model(3.0) ** 2, model.steps))()
+    assert int(g) == 0 and int(model.steps) == 2
