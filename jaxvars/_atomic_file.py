@@ -17,21 +17,31 @@ development VM) are avoided here:
   back to the host, 3-5x slower to write. The previous file's cached pages are
   dropped first, when all of them are already on disk (dropping unwritten
   pages would first write out a file about to be deleted).
+
+A save killed while writing (SIGKILL, or SIGXFSZ at the file-size limit)
+leaves nothing behind: the new file is made unnamed (``O_TMPFILE``) and given
+a name only once complete, just before the swap, so a process that dies
+earlier takes it with it. Where the filesystem cannot make unnamed files, a
+named temporary is written instead, and the next save sweeps up the ones
+that dead processes left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import os
+import secrets
 import sys
-import tempfile
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from ._errors import JaxvarsValueError
+
+_T = TypeVar("_T")
 
 
 def replace_atomically(
@@ -52,23 +62,27 @@ def replace_atomically(
     directory, base = os.path.split(path)
     _remove_abandoned(directory, base)
     with _previous_file_released(path):
-        fd, temporary = tempfile.mkstemp(
-            prefix=f".{base}.", suffix=f".{os.getpid()}{_TEMPORARY}", dir=directory
-        )
+        fd = _open_unnamed(directory)
+        temporary = None
+        if fd is None:
+            fd, temporary = _claim_name(directory, base, lambda name: os.open(name, _NEW, 0o600))
         try:
-            os.fchmod(fd, _mode_for(path))
             with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), _mode_for(path))
                 for chunk in chunks:
                     f.write(chunk)
+                f.flush()
                 if durable:
-                    f.flush()
                     os.fsync(f.fileno())
+                if temporary is None:  # named only now: the swap needs a name
+                    unnamed = f.fileno()
+                    _, temporary = _claim_name(directory, base, lambda n: _link(unnamed, n))
             if durable or not _exchange(temporary, path):
                 os.replace(temporary, path)  # durable (already on disk), or no swap here
             else:
                 os.unlink(temporary)  # now the previous file's name
         except BaseException:
-            if os.path.exists(temporary):
+            if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)
             raise
     if durable:
@@ -76,6 +90,46 @@ def replace_atomically(
 
 
 _TEMPORARY = ".jaxvars-tmp"
+# O_BINARY: on Windows a file opened without it rewrites newlines in the data.
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+def _open_unnamed(directory: str) -> int | None:
+    """A new unnamed file in ``directory`` open for writing; None where the OS or
+    the filesystem cannot make one (not Linux, NFS, an old kernel)."""
+    if not hasattr(os, "O_TMPFILE") or not os.path.isdir("/proc/self/fd"):
+        return None  # without /proc it could not be linked in at the end
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
+    except OSError as e:
+        # EISDIR: a kernel that predates O_TMPFILE reads it as O_DIRECTORY.
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
+def _link(fd: int, path: str) -> None:
+    """Give the open unnamed file ``fd`` the name ``path``."""
+    directory = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        # Given a directory descriptor, os.link calls linkat(AT_SYMLINK_FOLLOW),
+        # which links the file that /proc's entry points to; plain link() would
+        # link the /proc entry itself, and fail.
+        os.link(f"/proc/self/fd/{fd}", os.path.basename(path), dst_dir_fd=directory)
+    finally:
+        os.close(directory)
+
+
+def _claim_name(directory: str, base: str, claim: Callable[[str], _T]) -> tuple[_T, str]:
+    """``claim(name)`` for a fresh temporary name beside ``base`` (``.base.*.PID.jaxvars-tmp``,
+    which ``_remove_abandoned`` recognises); returns its result and the name."""
+    for _ in range(100):
+        name = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.{os.getpid()}{_TEMPORARY}")
+        try:
+            return claim(name), name
+        except FileExistsError:  # another save's temporary: draw again
+            continue
+    raise FileExistsError(f"No free temporary file name beside {base!r} in {directory!r}.")
 
 
 def _mode_for(path: str) -> int:

@@ -15,7 +15,7 @@ import os
 import struct
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,7 @@ _DTYPES = {
 }
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 _MAX_HEADER = 100 * 2**20  # a header larger than this is a corrupted length field
+_MAX_DIMENSIONS = 64  # NumPy's: an entry with more could not be read into an array
 _METADATA = "__metadata__"  # the header's own entry, never a tensor
 
 
@@ -142,36 +143,33 @@ def restore(path: str | os.PathLike[str], target: Any, *, strict: bool = True) -
     """
     variables = checkpoint_keys(target)
     with open(path, "rb") as f:
-        header, data_start, problems = _read_header(f, os.fstat(f.fileno()).st_size)
-        entries = {k: v for k, v in header.items() if k != _METADATA}
+        header = _read_header(f, path, restoring=True)
         found = {
             key: (entry["shape"], _DTYPES[entry["dtype"]]) if entry else None  # None: unreadable
-            for key, entry in entries.items()
+            for key, entry in header.entries.items()
         }
-        problems += mismatches(variables, found, strict=strict, source="file")
-        checksums, problem = _checksums(header.get(_METADATA))
-        problems += [problem] if problem else []
+        problems = header.problems + mismatches(variables, found, strict=strict, source="file")
         if problems:
-            raise _problems(path, problems)
+            raise _problems(path, problems, restoring=True)
         arrays, sums = {}, {}
         # Summing array i on a second thread while array i + 1 is read hides the checksum.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxvars-checksum") as summer:
             for key, variable in variables.items():
-                begin, end = entries[key]["data_offsets"]
+                begin, end = header.entries[key]["data_offsets"]
                 array = _aligned_empty(variable.shape, variable.dtype)
-                f.seek(data_start + begin)
+                f.seek(header.data_start + begin)
                 if f.readinto(_bytes(array)) != end - begin:
                     problems.append(f"{key!r}: the file ends inside its data (truncated)")
-                elif key in checksums:
+                elif key in header.checksums:
                     sums[key] = summer.submit(_checksum, array)
                 arrays[key] = array
         problems += [
             f"{key!r}: its data does not match its checksum (corrupted)"
             for key, total in sums.items()
-            if total.result() != checksums[key]
+            if total.result() != header.checksums[key]
         ]
     if problems:
-        raise _problems(path, problems)
+        raise _problems(path, problems, restoring=True)
     for key, variable in variables.items():
         variable.assign(_placed(arrays[key], variable))
 
@@ -195,13 +193,12 @@ def list_variables(path: str | os.PathLike[str]) -> list[tuple[str, tuple[int, .
         array([[1., 2.]], dtype=float32)
     """
     with open(path, "rb") as f:
-        header, _, problems = _read_header(f, os.fstat(f.fileno()).st_size)
-    if problems:
-        raise _problems(path, problems)
+        header = _read_header(f, path, restoring=False)
+    if header.problems:
+        raise _problems(path, header.problems, restoring=False)
     return sorted(
         (key, tuple(entry["shape"]), _DTYPES[entry["dtype"]])
-        for key, entry in header.items()
-        if key != _METADATA
+        for key, entry in header.entries.items()
     )
 
 
@@ -222,12 +219,12 @@ def load_variable(path: str | os.PathLike[str], key: str) -> np.ndarray:
         array([ 0.5, -0.5], dtype=float32)
     """
     with open(path, "rb") as f:
-        header, data_start, problems = _read_header(f, os.fstat(f.fileno()).st_size)
-        if problems:
-            raise _problems(path, problems)
-        entry = header.get(key) if key != _METADATA else None
+        header = _read_header(f, path, restoring=False)
+        if header.problems:
+            raise _problems(path, header.problems, restoring=False)
+        entry = header.entries.get(key)
         if entry is None:
-            keys = sorted(k for k in header if k != _METADATA)
+            keys = sorted(header.entries)
             shown = ", ".join(repr(k) for k in keys[:10]) + (", ..." if len(keys) > 10 else "")
             raise JaxvarsValueError(
                 f"Checkpoint {os.fspath(path)!r} has no key {key!r}; its {len(keys)} keys: "
@@ -235,14 +232,13 @@ def load_variable(path: str | os.PathLike[str], key: str) -> np.ndarray:
             )
         array = _aligned_empty(tuple(entry["shape"]), _DTYPES[entry["dtype"]])
         begin, end = entry["data_offsets"]
-        f.seek(data_start + begin)
+        f.seek(header.data_start + begin)
         if f.readinto(_bytes(array)) != end - begin:
-            raise _problems(path, [f"{key!r}: the file ends inside its data (truncated)"])
-    checksums, problem = _checksums(header.get(_METADATA))
-    if problem is None and key in checksums and _checksum(array) != checksums[key]:
+            problem = f"{key!r}: the file ends inside its data (truncated)"
+            raise _problems(path, [problem], restoring=False)
+    if key in header.checksums and _checksum(array) != header.checksums[key]:
         problem = f"{key!r}: its data does not match its checksum (corrupted)"
-    if problem:
-        raise _problems(path, [problem])
+        raise _problems(path, [problem], restoring=False)
     return array
 
 
@@ -297,24 +293,45 @@ def _keys_of(target: Any, prefix: str) -> dict[str, Variable]:
     )
 
 
-def _read_header(f: Any, file_size: int) -> tuple[dict[str, Any], int, list[str]]:
-    """Parse and check the header; returns (header, data offset, problems)."""
+class _Header(NamedTuple):
+    """A checked header: each tensor's entry ({} where unreadable), the checksums,
+    where the data starts, and the problems found."""
+
+    entries: dict[str, dict[str, Any]]
+    checksums: dict[str, int]
+    data_start: int
+    problems: list[str]
+
+
+def _read_header(f: Any, path: Any, *, restoring: bool) -> _Header:
+    """Parse and check the header; raises if it cannot be read at all."""
+    file_size = os.fstat(f.fileno()).st_size
     raw = f.read(8)
     if len(raw) < 8:
-        return {}, 0, ["the file is too short to be a checkpoint (truncated or empty)"]
+        problem = "the file is too short to be a checkpoint (truncated or empty)"
+        raise _problems(path, [problem], restoring=restoring)
     (length,) = struct.unpack("<Q", raw)
     if length > min(_MAX_HEADER, file_size - 8):
-        return {}, 0, ["the header length is impossible: not a checkpoint, or corrupted"]
+        problem = "the header length is impossible: not a checkpoint, or corrupted"
+        raise _problems(path, [problem], restoring=restoring)
     try:
         # Constants such as Infinity and NaN are not JSON; refusing them keeps
         # every number an int or a plain float.
-        header = json.loads(f.read(length), parse_constant=_refuse_constant)
+        header = json.loads(
+            f.read(length), parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
+        )
+    except _RepeatedKey as e:
+        problem = f"the header is malformed (corrupted): the key {e.args[0]!r} appears twice"
+        raise _problems(path, [problem], restoring=restoring) from None
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        return {}, 0, [f"the header is not valid JSON (corrupted): {str(e)[:200]}"]
+        problem = f"the header is not valid JSON (corrupted): {str(e)[:200]}"
+        raise _problems(path, [problem], restoring=restoring) from None
     if not isinstance(header, dict):
-        return {}, 0, ["the header is not a JSON object (corrupted)"]
+        raise _problems(path, ["the header is not a JSON object (corrupted)"], restoring=restoring)
+    checksums, problem = _checksums(header)
+    problems = [problem] if problem else []
     data_size = file_size - 8 - length
-    problems = []
+    entries: dict[str, dict[str, Any]] = {}
     ranges = []
     for key, entry in header.items():
         if key == _METADATA:
@@ -322,8 +339,10 @@ def _read_header(f: Any, file_size: int) -> tuple[dict[str, Any], int, list[str]
         problem = _check_entry(entry, data_size)
         if problem:
             problems.append(f"{key!r}: {problem}")
-            header[key] = {}
-        elif entry["data_offsets"][0] != entry["data_offsets"][1]:
+            entries[key] = {}
+            continue
+        entries[key] = entry
+        if entry["data_offsets"][0] != entry["data_offsets"][1]:
             ranges.append((*entry["data_offsets"], key))
     ranges.sort()
     problems += [
@@ -331,7 +350,20 @@ def _read_header(f: Any, file_size: int) -> tuple[dict[str, Any], int, list[str]
         for (_, earlier_end, earlier), (begin, _, key) in zip(ranges, ranges[1:], strict=False)
         if begin < earlier_end
     ]
-    return header, 8 + length, problems
+    return _Header(entries, checksums, 8 + length, problems)
+
+
+class _RepeatedKey(ValueError):
+    """A key twice in one JSON object: which value a reader takes is not defined."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _RepeatedKey(key)
+        result[key] = value
+    return result
 
 
 def _refuse_constant(name: str) -> Any:
@@ -339,41 +371,78 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _check_entry(entry: Any, data_size: int) -> str | None:
+    bad = "the header entry is malformed (corrupted): "
     if not isinstance(entry, dict):
-        return "a malformed header entry (corrupted)"
-    if entry.get("dtype") not in _DTYPES:
-        return f"dtype {str(entry.get('dtype'))[:40]!r} is not one this version reads"
-    shape, offsets = entry.get("shape"), entry.get("data_offsets")
-    if (
-        not isinstance(shape, list)
-        or not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(type(x) is int for x in (*shape, *offsets))
-    ):
-        return "a malformed header entry (corrupted)"
+        return bad + f"it is {_json_type(entry)}, not an object"
+    for field in ("dtype", "shape", "data_offsets"):
+        if field not in entry:
+            return bad + f"it has no {field}"
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str):
+        return bad + f"its dtype {_shown(dtype)} is not a string"
+    if dtype not in _DTYPES:
+        return (
+            f"dtype {dtype[:40]!r} is not one this version reads (corrupted, or written by a "
+            f"newer version; it reads {', '.join(_DTYPES)})"
+        )
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        return bad + f"its shape {_shown(shape)} is not a list of non-negative integers"
+    if len(shape) > _MAX_DIMENSIONS:
+        return bad + f"its shape has {len(shape)} dimensions (at most {_MAX_DIMENSIONS})"
+    itemsize = _DTYPES[dtype].itemsize
+    # NumPy's limit, which a zero-size shape must meet too: (0, 2**62) is no array.
+    if math.prod(d for d in shape if d) * itemsize >= 2**63:
+        return bad + f"its shape {_shown(shape)} is too large"
+    pair = isinstance(offsets, list) and len(offsets) == 2
+    if not pair or any(type(x) is not int for x in offsets):
+        return bad + f"its data_offsets {_shown(offsets)} are not a [begin, end] pair of integers"
     begin, end = offsets
-    itemsize = _DTYPES[entry["dtype"]].itemsize
-    if any(d < 0 for d in shape) or end - begin != math.prod(shape) * itemsize:
+    if not 0 <= begin <= end:
+        return bad + f"its data_offsets {_shown(offsets)} are not a byte range (0 <= begin <= end)"
+    if end - begin != math.prod(shape) * itemsize:
         return "its byte range does not match its shape and dtype (corrupted)"
-    if begin < 0 or end > data_size:
-        return "its data lies beyond the end of the file (truncated)"
+    if end > data_size:
+        return "its data lies beyond the end of the file (truncated or corrupted)"
     return None
 
 
-def _checksums(metadata: Any) -> tuple[dict[str, int], str | None]:
-    """The per-tensor checksums in the header's metadata, or a problem with them."""
-    if metadata is None:
+def _checksums(header: dict[str, Any]) -> tuple[dict[str, int], str | None]:
+    """The per-tensor checksums in the header's metadata, or a problem with them.
+
+    The format makes ``__metadata__`` optional, and an object of strings when present.
+    """
+    if _METADATA not in header:
         return {}, None  # a safetensors file from another tool: nothing to check
-    bad = "the header's __metadata__ is malformed (corrupted)"
+    metadata = header[_METADATA]
+    bad = "the header's __metadata__ is malformed (corrupted): "
     if not isinstance(metadata, dict):
-        return {}, bad
+        return {}, bad + f"it is {_json_type(metadata)}, not an object of strings"
+    for name, value in metadata.items():
+        if not isinstance(value, str):
+            return {}, bad + f"its {name!r} is {_json_type(value)}, not a string"
     try:
         sums = json.loads(metadata.get("sum64", "{}"), parse_constant=_refuse_constant)
-    except (TypeError, ValueError, RecursionError):
-        return {}, bad
-    if not isinstance(sums, dict) or not all(type(x) is int for x in sums.values()):
-        return {}, bad
+    except (ValueError, RecursionError):
+        sums = None
+    if not isinstance(sums, dict) or any(type(x) is not int for x in sums.values()):
+        return {}, bad + "its 'sum64' is not an object of integer checksums"
     return sums, None
+
+
+def _json_type(value: Any) -> str:
+    """What ``value`` is, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    kinds = {int: "a number", float: "a number", str: "a string", list: "an array"}
+    return kinds.get(type(value), "an object")
+
+
+def _shown(value: Any) -> str:
+    """``value`` as the file spells it, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _placed(array: np.ndarray, variable: Variable) -> jax.Array:
@@ -406,8 +475,10 @@ def _bytes(array: np.ndarray) -> memoryview:
     return memoryview(array.reshape(-1).view(np.uint8))  # pyright: ignore[reportArgumentType]  # ndarray is a buffer
 
 
-def _problems(path: Any, problems: list[str]) -> JaxvarsValueError:
+def _problems(path: Any, problems: list[str], *, restoring: bool) -> JaxvarsValueError:
+    action = "restore from" if restoring else "read the checkpoint"
+    unchanged = ", no variable was changed" if restoring else ""
     return JaxvarsValueError(
-        f"Cannot restore from {os.fspath(path)!r}: {len(problems)} problem(s), no variable "
-        "was changed:\n  " + "\n  ".join(problems)
+        f"Cannot {action} {os.fspath(path)!r}: {len(problems)} problem(s){unchanged}:\n  "
+        + "\n  ".join(problems)
     )

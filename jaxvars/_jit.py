@@ -448,10 +448,10 @@ def jit(fn: Callable[..., Any] | None = None, **jit_kwargs: Any) -> Any:
     then the trace); Python side effects happen at those times only, as with
     ``jax.jit``. A variable created from a value ``fn`` computed starts from
     that value, as eagerly. Changing an attribute of a Module the function
-    used (``layer.deterministic = True``) retraces once. Old buffers of assigned variables are donated, unless
-    something else still holds them (an array taken from ``v.value`` before
-    the call stays valid). If ``fn`` raises, while tracing or while running
-    (a callback), no variable changes. Calls from several threads are safe:
+    used (``layer.deterministic = True``) retraces once. Old buffers of
+    assigned variables are donated, unless something else still holds them
+    (an array taken from ``v.value`` before the call stays valid). If ``fn``
+    raises, while tracing or while running (a callback), no variable changes. Calls from several threads are safe:
     each runs as one atomic step.
 
     Args:

@@ -94,8 +94,10 @@ def _value_and_grad_impl(
         # gradient, so the gradient saw the variables as they were.
         _lift.apply(written, written_values)
     by_variable = {id(v): masked_gradient(v, g) for v, g in zip(variables, grads, strict=True)}
-    grads = [by_variable.get(id(v)) for v in wanted]
-    grads = [jnp.zeros(v.shape, v.dtype) if g is None else g for v, g in zip(wanted, grads)]
+    grads = [by_variable.get(id(v), None) for v in wanted]
+    grads = [
+        jnp.zeros(v.shape, v.dtype) if g is None else g for v, g in zip(wanted, grads, strict=True)
+    ]
     return value, _lift.restore_returned(aux), restructure(grads)
 
 

@@ -4,9 +4,7 @@ import json
 import os
 import pickle
 import struct
-import subprocess
 import sys
-import textwrap
 import threading
 
 import jax
@@ -177,10 +175,13 @@ def test_a_pickle_payload_is_never_executed(path, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "named-temporary"])
 @pytest.mark.parametrize("swap", [True, False], ids=["renameat2-exchange", "os.replace"])
-def test_a_failed_save_leaves_the_previous_checkpoint_intact(path, monkeypatch, swap):
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(path, monkeypatch, swap, unnamed):
     if not swap:
         monkeypatch.setattr(jv._atomic_file, "_exchange", lambda new, old: False)
+    if not unnamed:
+        monkeypatch.setattr(jv._atomic_file, "_open_unnamed", lambda directory: None)
     v = jv.Variable(np.arange(4, dtype=np.float32), name="v")
     jv.save(path, [v])
     v.assign([9, 9, 9, 9])
@@ -198,37 +199,6 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(path, monkeypatch, 
     assert os.listdir(os.path.dirname(path)) == ["ckpt.safetensors"]
     jv.restore(path, [v])
     np.testing.assert_array_equal(v.numpy(), [9, 9, 9, 9])
-
-
-def test_a_killed_save_leaves_the_previous_checkpoint_intact(path):
-    v = jv.Variable(np.arange(4, dtype=np.float32), name="v")
-    jv.save(path, [v])
-    script = textwrap.dedent(
-        f"""
-        import os, signal
-        import numpy as np
-        import jaxvars as jv
-        import jaxvars._checkpoint as ckpt
-        real = ckpt._bytes
-        calls = []
-        def dying(array):
-            calls.append(1)
-            if len(calls) > 3:  # in the middle of writing the data
-                os.kill(os.getpid(), signal.SIGKILL)
-            return real(array)
-        ckpt._bytes = dying
-        big = {{f"x{{i}}": jv.Variable(np.ones(1000, np.float32)) for i in range(5)}}
-        jv.save({path!r}, big)
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
-    assert result.returncode == -9, result.stderr
-    jv.restore(path, [v])
-    np.testing.assert_array_equal(v.numpy(), [0, 1, 2, 3])
-    directory = os.path.dirname(path)
-    assert len(os.listdir(directory)) == 2  # the killed save's temporary file
-    jv.save(path, [v])  # the next save removes it
-    assert os.listdir(directory) == ["ckpt.safetensors"]
 
 
 def join_background_frees():
@@ -367,51 +337,6 @@ def test_a_key_named_like_the_header_metadata_is_refused(path):
         with pytest.raises(ValueError, match="'__metadata__'"):
             jv.restore(path, target)
     assert not os.path.exists(path)
-
-
-def write_header(path, header, data=b""):
-    encoded = header.encode() if isinstance(header, str) else json.dumps(header).encode()
-    overwrite(path, struct.pack("<Q", len(encoded)) + encoded + data)
-
-
-def entry(dtype="F32", shape=(2,), offsets=(0, 8)):
-    return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
-
-
-CRAFTED = {
-    "metadata-not-a-dict": ({"v": entry(), "__metadata__": [1]}, "__metadata__ is malformed"),
-    "garbage-checksums": (
-        {"v": entry(), "__metadata__": {"sum64": "not json"}},
-        "__metadata__ is malformed",
-    ),
-    "checksum-not-int": (
-        {"v": entry(), "__metadata__": {"sum64": '{"v": "x"}'}},
-        "__metadata__ is malformed",
-    ),
-    "infinity-in-shape": (
-        '{"v": {"dtype": "F32", "shape": [Infinity], "data_offsets": [0, 8]}}',
-        "not valid JSON",
-    ),
-    "float-in-shape": ({"v": entry(shape=(2.0,))}, "malformed header entry"),
-    "deep-nesting": ('{"v": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON"),
-    "entry-not-a-dict": ({"v": [1, 2]}, "malformed header entry"),
-    "unknown-dtype": ({"v": entry(dtype="F4")}, "dtype 'F4' is not one this version reads"),
-    "overlapping-ranges": (
-        {"v": entry(), "w": entry(offsets=(4, 12))},
-        "'w': its bytes overlap those of 'v'",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(CRAFTED), ids=list(CRAFTED))
-def test_crafted_headers_each_give_one_value_error_and_change_nothing(path, case):
-    header, message = CRAFTED[case]
-    write_header(path, header, data=bytes(16))
-    target = {"v": jv.Variable([1.0, 2.0], name="v"), "w": jv.Variable([3.0, 4.0], name="w")}
-    with pytest.raises(ValueError, match=message) as e:
-        jv.restore(path, target, strict=False)
-    assert isinstance(e.value, jv.JaxvarsError)
-    assert target["v"].numpy().tolist() == [1.0, 2.0] and float(target["w"][0]) == 3.0
 
 
 def test_float8_round_trips_and_unsupported_dtypes_are_named(path):

@@ -1,6 +1,7 @@
 """jv.CheckpointManager (API.md section 11): numbered steps on orbax-checkpoint."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from models import MLP
 
 import jaxvars as jv
+from jaxvars._errors import JaxvarsValueError
 
 
 @pytest.fixture
@@ -197,3 +199,123 @@ def test_bad_options_are_refused(directory):
         jv.CheckpointManager(directory, best_mode="lowest")
     with pytest.raises(ValueError, match="max_to_keep must be a positive int"):
         jv.CheckpointManager(directory, max_to_keep=0)
+
+
+@pytest.mark.parametrize("first, second", [("x.y", "x/y"), ("a./b", "a/.b")])
+def test_keys_that_orbax_would_store_under_one_name_are_refused_before_writing(
+    directory, first, second
+):
+    a, b = jv.Variable(1.0, name="a"), jv.Variable(2.0, name="b")
+    with jv.CheckpointManager(directory, async_save=False) as mgr:
+        with pytest.raises(JaxvarsValueError) as e:
+            mgr.save(0, {first: a, second: b})
+        name = first.replace("/", ".")
+        assert str(e.value) == (
+            f"CheckpointManager: the keys {first!r} and {second!r} would both be stored as "
+            f"{name!r} (orbax joins a key's parts with '.'), and one value would overwrite the "
+            "other. Rename one of the variables' keys."
+        )
+        assert mgr.all_steps() == [] and "0" not in os.listdir(directory)
+        # Distinct names are kept apart.
+        assert mgr.save(0, {first: a, "other/y": b})
+        a.assign(0.0)
+        b.assign(0.0)
+        mgr.restore({first: a, "other/y": b})
+    assert (float(a), float(b)) == (1.0, 2.0)
+
+
+@pytest.mark.parametrize("mode, best", [("min", 0), ("max", 2)])
+def test_a_nan_metric_is_never_best_and_goes_first(directory, mode, best):
+    v = jv.Variable(0.0, name="v")
+    options = dict(max_to_keep=2, best_metric="loss", best_mode=mode, async_save=False)
+    with jv.CheckpointManager(directory, **options) as mgr:
+        for step, loss in enumerate([1.0, float("nan"), 2.0]):
+            mgr.save(step, [v], metrics={"loss": loss})
+        assert mgr.all_steps() == [0, 2] and mgr.best_step() == best
+        mgr.save(3, [v], metrics={"loss": np.float32("nan")})  # the worst: dropped at once
+        assert mgr.all_steps() == [0, 2]
+    with jv.CheckpointManager(directory, **options) as mgr:  # the metrics read back from disk
+        assert mgr.best_step() == best
+
+
+def test_when_every_metric_is_nan_there_is_no_best_step(directory):
+    v = jv.Variable(0.0, name="v")
+    options = dict(max_to_keep=2, best_metric="loss")
+    with jv.CheckpointManager(directory, **options) as mgr:
+        for step in range(3):
+            mgr.save(step, [v], metrics={"loss": float("nan")})
+        mgr.wait()
+        assert mgr.all_steps() == [1, 2] and mgr.best_step() is None
+    with jv.CheckpointManager(directory, **options) as mgr:
+        assert mgr.best_step() is None  # from the metrics on disk
+        mgr.save(3, [v], metrics={"loss": float("nan")})
+        mgr.wait()
+        # A step still being written has no metrics on disk yet: as if so, the
+        # manager answers from the metrics it was given.
+        shutil.rmtree(os.path.join(directory, "3", "metrics"))
+        assert mgr.all_steps() == [2, 3] and mgr.best_step() is None
+
+
+def test_saving_at_or_before_the_latest_step_is_an_error_that_writes_nothing(directory):
+    """As after rolling back: restore(step=5) with step 10 kept, then save(6)."""
+    v = jv.Variable(0.0, name="v")
+    with jv.CheckpointManager(directory, save_interval_steps=5, async_save=False) as mgr:
+        for step in (5, 10):
+            v.assign(float(step))
+            mgr.save(step, [v])
+        assert mgr.restore([v], step=5) == 5
+        for step, force, later in [
+            (6, False, [10]),
+            (6, True, [10]),
+            (10, False, [10]),
+            (5, True, [5, 10]),
+        ]:
+            with pytest.raises(JaxvarsValueError) as e:
+                mgr.save(step, [v], force=force)
+            assert str(e.value) == (
+                f"CheckpointManager.save(step={step}): {directory!r} already holds step 10, "
+                "and steps are saved in increasing order only (orbax would skip this one "
+                f"and write nothing). To go on from an earlier step, first delete the kept "
+                f"steps from {step} on ({later}) with mgr.delete(step), or number the new "
+                "steps after 10."
+            )
+        assert mgr.all_steps() == [5, 10]
+        mgr.delete(10)
+        assert mgr.all_steps() == [5]
+        assert mgr.save(6, [v], force=True) and mgr.all_steps() == [5, 6]
+        v.assign(0.0)
+        assert mgr.restore([v]) == 6 and float(v) == 5.0
+        with pytest.raises(ValueError, match=r"No step 10 .* the steps kept are \[5, 6\]"):
+            mgr.delete(10)
+
+
+def test_zero_size_variables_are_saved_and_restored(directory):
+    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec(None, "data"))
+
+    def variables(fill):
+        return {
+            "empty": jv.Variable(np.zeros((0, 3), np.float32)),
+            "sharded": jv.Variable(jnp.zeros((0, 8), jnp.bfloat16), sharding=sharding),
+            "full": jv.Variable(np.full(2, fill, np.int32)),
+        }
+
+    saved = variables(7)
+    with jv.CheckpointManager(directory) as mgr:
+        assert mgr.save(0, saved)
+        assert mgr.save(1, {"empty": saved["empty"]})  # nothing but a zero-size value
+        mgr.wait()
+        restored = variables(0)
+        before = {key: v.value for key, v in restored.items()}
+        assert mgr.restore(restored, step=0) == 0
+        assert all(restored[key].value is not before[key] for key in restored)
+        assert restored["full"].numpy().tolist() == [7, 7]
+        assert restored["sharded"].shape == (0, 8) and restored["sharded"].sharding == sharding
+        assert restored["empty"].shape == (0, 3) and restored["empty"].dtype == np.float32
+        wrong = jv.Variable(np.zeros((0, 4), np.float32))
+        unchanged = wrong.value
+        with pytest.raises(
+            ValueError, match=r"'empty': shape \(0, 3\) in the checkpoint, \(0, 4\)"
+        ):
+            mgr.restore({"empty": wrong}, step=1)
+        assert wrong.value is unchanged
+        assert mgr.restore({"empty": restored["empty"]}, step=1) == 1
