@@ -451,8 +451,8 @@ def jit(fn: Callable[..., Any] | None = None, **jit_kwargs: Any) -> Any:
     used (``layer.deterministic = True``) retraces once. Old buffers of
     assigned variables are donated, unless something else still holds them
     (an array taken from ``v.value`` before the call stays valid). If ``fn``
-    raises, while tracing or while running (a callback), no variable changes. Calls from several threads are safe:
-    each runs as one atomic step.
+    raises, while tracing or while running (a callback), no variable changes.
+    Calls from several threads are safe: each runs as one atomic step.
 
     Args:
         fn: The function; also usable as ``@jv.jit`` or ``@jv.jit(static_argnums=...)``.
