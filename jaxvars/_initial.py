@@ -78,7 +78,7 @@ TRACED_MASK = (
 
 def initial_array(
     initial_value: Any, name: str, dtype: Any, sharding: Sharding | None, owner: Any = None
-) -> jax.Array:
+) -> Any:
     """The new variable's array. A value traced by the trace creating ``owner`` is
     deferred (see ``_trace.deferring_frame``): a placeholder now, its value after."""
     from_variable = isinstance(initial_value, ArrayOperators)
@@ -89,7 +89,9 @@ def initial_array(
     value = _dtypes.cast(array, weak, target, name=name, op="assign")
     if isinstance(value, Tracer):
         _defer(owner, "_array", value, TRACED_INITIAL_VALUE.format(name=name, where="{where}"))
-        value = jnp.zeros(value.shape, value.dtype)
+        # No value until the trace computes it: a read in between is an error
+        # naming the variable, never a stand-in value.
+        return jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding)
     # An array given by value may keep its buffer (arrays are immutable, and
     # jv.jit donates a buffer only when nothing else holds it), so a 400 MB
     # model costs 400 MB. A Variable's value is copied, as TF's contract says.
@@ -137,6 +139,8 @@ def _defer(owner: Any, attribute: str, traced: Any, error: str) -> None:
         where = "jv.eval_shape" if _trace.abstract.get() else "a transform inside jv.jit or jv.grad"
         raise JaxvarsTypeError(error.replace("{where}", where))
     frame.pending.append((owner, attribute, traced))
+    if attribute == "_array":
+        frame.values[owner] = traced  # what the rest of the trace reads
 
 
 def settle(variable: Any, attribute: str, value: jax.Array) -> None:

@@ -276,7 +276,9 @@ class Jitted:
         key, leaves, treedef = cache_key(args, kwargs, statics, self._name)
         entry = self._cache.get(key)
         if entry is None:
-            entry = self._discover(key, leaves, treedef, statics)
+            entry, ran = self._discover(key, leaves, treedef, statics)
+            if ran:  # the discovery pass was this call (see _discover)
+                return ran[0]
         if entry.assigned and any(isinstance(x, Tracer) for x in leaves):
             # Under a raw jax.vmap/grad/jit the new values would be that
             # transform's tracers: they must never reach a variable.
@@ -301,11 +303,21 @@ class Jitted:
             "shapes and static arguments."
         )
 
-    def _discover(self, key: Any, leaves: Sequence[Any], treedef: Any, statics: Any) -> _Entry:
+    def _discover(
+        self, key: Any, leaves: Sequence[Any], treedef: Any, statics: Any
+    ) -> tuple[_Entry, tuple[Any, ...]]:
         """Trace abstractly once to learn which variables ``fn`` reads and assigns.
 
         Variables that ``fn`` creates (``get_variable`` on a first call) are
         created here, with concrete values, before anything is compiled.
+        Returns the entry, and ``(result,)`` if this pass ran as the call.
+
+        A variable created from a value the pass computed (an EMA's shadow of a
+        weight the step just updated, ``jv.Variable(x)`` of an argument) takes
+        that value, and the pass's later reads see it. Then the pass is run
+        as this call: the Python that later calls run differs (the variable
+        exists), and only this pass did what the first call must do (its
+        random draws, for one), as ``tf.function`` runs its first trace.
         """
         # How to rebuild the arguments from dynamic leaves, holding objects
         # weakly: compiled code must not keep the caller's modules and
@@ -329,14 +341,24 @@ class Jitted:
             found = _lift.touched(
                 call,
                 *traced_args,
-                trace=lambda f, *a: jax.make_jaxpr(f)(*a, **traced_kwargs),
+                trace=lambda f, *a: jax.make_jaxpr(f, return_shape=True)(*a, **traced_kwargs),
                 defer=True,
             )
-        if found.pending:  # variables made from values the step computed (an EMA's shadow)
-            inputs = jax.tree_util.tree_leaves((traced_args, traced_kwargs))
-            _lift.settle(found.pending, found.traced, inputs)
-        may_fail = may_fail_at_run_time(found.traced.jaxpr)
-        return self._entry(key, leaves, layout, found.assigned, found.read, may_fail, found.used)
+        traced, shapes = found.traced
+        may_fail = may_fail_at_run_time(traced.jaxpr)
+        entry = self._entry(key, leaves, layout, found.assigned, found.read, may_fail, found.used)
+        if not found.pending:
+            return entry, ()
+        inputs = jax.tree_util.tree_leaves((traced_args, traced_kwargs))
+        results = _lift.computed(traced, inputs)
+        jax.block_until_ready(results)  # a failure (a callback) changes nothing
+        out, deferred, assigned = jax.tree_util.tree_unflatten(
+            jax.tree_util.tree_structure(shapes), results
+        )
+        with _trace.STATE_LOCK:
+            _lift.settle(found.pending, deferred)
+            _lift.apply(found.assigned, assigned)
+        return entry, (_lift.restore_returned(out),)
 
     def _extend(self, entry: _Entry, more: _Rediscover, source: Sequence[Any]) -> _Entry:
         # Dicts as ordered sets: they compare variables by identity, not with ==.

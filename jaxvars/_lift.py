@@ -94,8 +94,9 @@ def touched(
     Variables that ``fn`` makes (``get_variable``, a module that builds
     itself) are created here, concretely. Its assignments land in the pass's
     own frame and are dropped. With ``defer`` (a whole trace, ``trace`` making a
-    jaxpr), variables it creates from values it computed are deferred: the
-    probe returns ``(result, their traced values)``, for ``settle``.
+    jaxpr), variables it creates from values it computed are deferred, and the
+    probe returns ``(result, their traced values, the assigned values)``: the
+    pass can then run as the call itself (see ``settle``).
     """
     frames: list[_trace.Frame] = []
 
@@ -107,7 +108,10 @@ def touched(
             frame.pending = [] if defer else None
             out = fn(*call_args, **call_kwargs)
         frames.append(frame)
-        return (out, [traced for *_, traced in frame.pending]) if frame.pending is not None else out
+        if frame.pending is None:
+            return out
+        deferred = [traced for *_, traced in frame.pending]
+        return mark_returned(out), deferred, [frame.values[v] for v in frame.assigned]
 
     traced = trace(transform(probe) if transform else probe, *args)
     frame = frames[-1]
@@ -116,16 +120,18 @@ def touched(
     return Touched(assigned, read, list(frame.used), traced, frame.pending or [])
 
 
-def settle(pending: list[Any], traced: Any, inputs: Sequence[Any]) -> None:
-    """Compute the deferred values of variables a trace created, and give them.
+def computed(traced: Any, inputs: Sequence[Any], last: int | None = None) -> list[Any]:
+    """The results of a traced computation (a closed jaxpr) on ``inputs``.
 
-    ``traced`` is the trace's closed jaxpr (its last results are the deferred
-    values) and ``inputs`` its arguments: the values are those the function
-    computed at each creation, from this call's arguments and variables.
-    Compiled, so XLA computes only what those values need.
+    Compiled, so with ``last`` (only the last results) XLA computes only what
+    those need.
     """
-    run, count = jaxpr_as_fun(traced), len(pending)
-    values = jax.jit(lambda *xs: run(*xs)[-count:])(*inputs)
+    run = jaxpr_as_fun(traced)
+    return jax.jit(lambda *xs: run(*xs)[-last:] if last else run(*xs))(*inputs)
+
+
+def settle(pending: list[Any], values: Sequence[Any]) -> None:
+    """Give the variables a trace created from values it computed those values."""
     for (variable, attribute, _), value in zip(pending, values, strict=True):
         _initial.settle(variable, attribute, value)
 

@@ -399,7 +399,7 @@ def eval_shape(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             jnp.zeros(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x
             for x in jax.tree_util.tree_leaves((args, kwargs))
         ]
-        _lift.settle(pending, traced, inputs)
+        _lift.settle(pending, _lift.computed(traced, inputs, last=len(pending)))
     arrays = iter(shapes)
     leaves = [next(arrays) if not is_object(x) and isinstance(x, jax.Array) else x for x in leaves]
     return jax.tree_util.tree_unflatten(treedef, leaves)

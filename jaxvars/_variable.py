@@ -189,10 +189,11 @@ class Variable(ArrayOperators, SparseUpdates):
         return with_path(
             self,
             JaxvarsValueError(
-                f"Variable '{self._name}' is abstract (made inside jv.eval_shape): it has a shape "
-                f"{self.shape} and dtype {self.dtype} but no value to read or compute with. "
-                "Assign it a value first (v.assign(...), or jv.restore from a checkpoint), or "
-                "create it outside jv.eval_shape."
+                f"Variable '{self._name}' is abstract: it has a shape {self.shape} and dtype "
+                f"{self.dtype} but no value to read or compute with (it was made inside "
+                "jv.eval_shape, or by a jv.jit call that raised before computing its first "
+                "value). Assign it a value first (v.assign(...), or jv.restore from a "
+                "checkpoint), or create it outside jv.eval_shape."
             ),
         )
 

@@ -217,6 +217,9 @@ def test_a_variable_made_from_a_traced_value_on_every_trace_is_a_clear_error():
     def f(x):
         return jv.Variable(x * 2, name="bad")
 
+    # The first call creates it from the value computed (as tf.function's first
+    # trace does); the next one shows it is created on every call.
+    assert float(f(1.0)) == 2.0
     with pytest.raises(jv.JaxvarsError, match="variable 'bad' is created on every trace"):
         f(1.0)
 

@@ -430,3 +430,69 @@ def test_errors_about_a_module_variable_name_its_attribute_path():
     loose = jv.Variable(jnp.ones(3), name="loose")
     with pytest.raises(ValueError, match=r"variable 'loose': the variable"):
         loose.assign(jnp.ones(4))
+
+
+# -- 3 (continued): the creating call runs as it would eagerly ----------------------------
+
+
+def run_eager_and_jitted(make, call, times=3):
+    """Run ``call(model)`` eagerly and jitted on fresh models from ``make``; both results."""
+    results = {}
+    for mode in ("eager", "jit"):
+        jv.reset_default_store()
+        jv.random.set_seed(0)
+        model = make()
+        step = jv.jit(call) if mode == "jit" else call
+        results[mode] = [jax.tree_util.tree_map(np.asarray, step(model)) for _ in range(times)]
+        results[mode].append({k: v.numpy() for k, v in model.named_variables().items()})
+    return results["eager"], results["jit"]
+
+
+def test_a_variable_made_from_one_made_in_the_same_call_matches_eager():
+    class Two(jv.Module):
+        def __call__(self, x):
+            if not hasattr(self, "a"):
+                self.a = jv.Variable(x + 1.0, name="a")
+                self.b = jv.Variable(self.a * 3.0, name="b")
+            self.a.assign_add(1.0)
+            return self.b + self.a
+
+    eager, jitted = run_eager_and_jitted(Two, lambda m: m(jnp.ones(2)))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, eager, jitted)
+    np.testing.assert_array_equal(jitted[-1]["b"], [6.0, 6.0])
+
+
+def test_a_random_initial_value_made_in_the_step_draws_as_eagerly():
+    class Dense(jv.Module):
+        def __call__(self, x):
+            if not hasattr(self, "w"):
+                self.w = jv.Variable(jv.random.normal((2, 2)), name="w")
+            return x @ self.w, jv.random.normal((2, 2))  # dropout-like noise
+
+    eager, jitted = run_eager_and_jitted(Dense, lambda m: m(jnp.eye(2)))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, eager, jitted)
+    assert not np.array_equal(jitted[0][1], jitted[-1]["w"])  # the noise is a new draw
+
+
+def test_a_call_that_raises_after_creating_leaves_no_stand_in_value():
+    class Acc(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.v = None
+
+        def __call__(self, x, fail):
+            if self.v is None:
+                self.v = jv.Variable(x, name="acc")
+            if fail:
+                raise RuntimeError("boom")
+            return self.v + 0
+
+    model = Acc()
+    step = jv.jit(lambda m, x, fail: m(x, fail))
+    with pytest.raises(RuntimeError, match="boom"):
+        step(model, jnp.array([5.0, 6.0]), True)
+    # Never a silent zero: the variable has no value until one is assigned.
+    with pytest.raises(ValueError, match=r"'acc/acc' \(acc\.v\) is abstract.*a jv.jit call that"):
+        step(model, jnp.array([5.0, 6.0]), False)
+    model.v.assign(jnp.array([5.0, 6.0]))
+    np.testing.assert_array_equal(step(model, jnp.zeros(2), False), [5.0, 6.0])
