@@ -41,8 +41,9 @@ def locked(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         if not eager():
-            return fn(*args, **kwargs)
-        with _trace.STATE_LOCK, _trace.eager_call():
+            with _trace.lifted_call():
+                return fn(*args, **kwargs)
+        with _trace.STATE_LOCK, _trace.lifted_call():
             return fn(*args, **kwargs)
 
     return boundary(call)  # users' tracebacks end in their own code

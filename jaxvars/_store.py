@@ -341,7 +341,7 @@ class Store(Mapping[str, "Variable"]):
         """The name and the suffix probed (None when a pass replays its first pass's)."""
         named: list[tuple[str, str]] | None = None
         if replaying is not None:
-            named = self._named_by.setdefault(replaying.owner, [])
+            named = self._named_by.setdefault(replaying.names, [])
             index = replaying.scopes_named
             replaying.scopes_named += 1
             if index < len(named) and named[index][0] == base:

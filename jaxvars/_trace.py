@@ -222,20 +222,24 @@ def note_used(obj: Any) -> None:
 
 
 class Pass:
-    """One run of a jv.jit function's Python (discovery, trace or a retrace).
+    """One run of a function's Python in a trace: a jv.jit pass (discovery,
+    trace or a retrace), or one run of a lifted transform's function.
 
     The function's Python runs once per pass, as TF1 graph-building code ran
     once, so every pass must build the same thing: a variable an earlier pass
-    made with get_variable is got again instead of failing with "already
-    exists" (the TF tower loop inside a jitted step), and the n-th scope a
-    pass names with ``default_name`` gets the name the first pass got.
+    made with get_variable (``owner`` made it) is got again instead of failing
+    with "already exists" (the TF tower loop inside a jitted step, a
+    ``dynamic_rnn`` cell in a scan body), and the n-th scope a pass names with
+    ``default_name`` gets the name the first pass of the same ``names`` got.
     """
 
-    __slots__ = ("owner", "scopes_named")
+    __slots__ = ("owner", "names", "scopes_named", "lifted_calls")
 
-    def __init__(self, owner: Any) -> None:
-        self.owner = owner  # the jv.jit function (its Jitted)
+    def __init__(self, owner: Any, names: Any = None) -> None:
+        self.owner = owner  # who makes variables: the jv.jit function, or an eager call
+        self.names = owner if names is None else names  # whose default names it replays
         self.scopes_named = 0  # default_name scopes opened so far in this pass
+        self.lifted_calls = 0  # lifted transforms called so far in this pass
 
 
 current_pass: contextvars.ContextVar[Pass | None] = contextvars.ContextVar(
@@ -253,46 +257,69 @@ def pass_of(owner: Any) -> Iterator[None]:
         current_pass.reset(token)
 
 
-class _Owner:
-    """Who made a variable in passes of one function in one eager lifted call."""
+class _Key:
+    """Stands for a series of passes (a weakly referable dictionary key)."""
 
     __slots__ = ("__weakref__",)
 
 
-# Inside an eager lifted transform (jv.scan, jv.while_loop... called outside
-# jv.jit): the owner of each function's passes, for this call.
-_eager_owners: contextvars.ContextVar[dict[Any, _Owner] | None] = contextvars.ContextVar(
-    "jaxvars_eager_owners", default=None
+# Each series' sub-series: the same object for the n-th lifted call of every
+# pass of a function, so its passes replay the names the first one made.
+_series: weakref.WeakKeyDictionary[Any, dict[Any, _Key]] = weakref.WeakKeyDictionary()
+_series_lock = threading.Lock()
+
+
+def _sub_series(parent: Any, key: Any) -> _Key:
+    with _series_lock:
+        return _series.setdefault(parent, {}).setdefault(key, _Key())
+
+
+# Inside a lifted transform's call: (owner, its series, {function: index}).
+_lifted: contextvars.ContextVar[tuple[Any, Any, dict[Any, int]] | None] = contextvars.ContextVar(
+    "jaxvars_lifted", default=None
 )
 
 
 @contextlib.contextmanager
-def eager_call() -> Iterator[None]:
-    """Run an eager lifted transform, whose functions each run once per trace."""
-    if current_pass.get() is not None:  # inside jv.jit: its passes span every run
-        yield
-        return
-    token = _eager_owners.set({})
+def lifted_call() -> Iterator[None]:
+    """One call of a lifted transform, whose functions each run once per trace.
+
+    Outside jv.jit the call is its own owner; inside, the enclosing pass's
+    owner makes the variables, and the call is the n-th of that pass.
+    """
+    outer = current_pass.get()
+    if outer is None:
+        owner = names = _Key()
+    else:
+        owner, names = outer.owner, _sub_series(outer.names, outer.lifted_calls)
+        outer.lifted_calls += 1
+    token = _lifted.set((owner, names, {}))
     try:
         yield
     finally:
-        _eager_owners.reset(token)
+        _lifted.reset(token)
 
 
 @contextlib.contextmanager
 def run_of(fn: Any) -> Iterator[None]:
-    """One run of ``fn`` in a lifted transform, as one pass (see ``Pass``).
+    """One run of ``fn``, a lifted transform's function, as one pass (see ``Pass``).
 
     A lifted transform runs its function once to find the variables and once
-    more when JAX traces it: like jv.jit's passes, both build the same thing
-    (``get_variable`` gets what the first made, as in a TF1 ``dynamic_rnn``).
+    more when JAX traces it: both build the same thing.
     """
-    owners = _eager_owners.get()
-    if owners is None:
+    call = _lifted.get()
+    if call is None:
         yield
         return
-    with pass_of(owners.setdefault(fn, _Owner())):
+    owner, names, functions = call
+    index = functions.setdefault(fn, len(functions))
+    # The function's own code (a jv.grad inside it, say) is part of this pass.
+    run, lifted = current_pass.set(Pass(owner, _sub_series(names, index))), _lifted.set(None)
+    try:
         yield
+    finally:
+        _lifted.reset(lifted)
+        current_pass.reset(run)
 
 
 # True inside jv.eval_shape: variables created there are abstract, and nothing

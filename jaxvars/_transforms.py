@@ -182,6 +182,11 @@ def fori_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], init_val:
     """
     if _current_frame() is None:
         return _eager_loop(lower, upper, body, init_val)
+    with _trace.lifted_call():
+        return _traced_loop(lower, upper, body, init_val)
+
+
+def _traced_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], init_val: Any) -> Any:
     assigned = _lift.touched(body, 0, init_val).assigned
     step_of = _lift.pure_of(body, assigned, what="jv.fori_loop body", mark=False)
 

@@ -496,3 +496,79 @@ def test_a_call_that_raises_after_creating_leaves_no_stand_in_value():
         step(model, jnp.array([5.0, 6.0]), False)
     model.v.assign(jnp.array([5.0, 6.0]))
     np.testing.assert_array_equal(step(model, jnp.zeros(2), False), [5.0, 6.0])
+
+
+# -- 8, 10 (continued): lifted bodies nested anywhere build their layers once -------------
+
+
+def dense(x):
+    with jv.variable_scope(None, default_name="dense"):
+        return x * jv.get_variable("k", shape=(), initializer=jax.nn.initializers.ones)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: jv.jit(lambda: jv.cond(True, lambda: dense(1.0), lambda: 0.0))(),
+        lambda: jv.jit(lambda: jv.scan(lambda c, _: (dense(c), None), 1.0, length=2)[0])(),
+        lambda: jv.jit(lambda: jv.while_loop(lambda c: c < 1.0, lambda c: dense(c) + 1.0, 0.5))(),
+        lambda: jv.jit(lambda: jv.remat(dense)(1.0))(),
+        lambda: jv.jit(lambda: jv.fori_loop(0, 2, lambda i, c: dense(c), 1.0))(),
+        lambda: jv.scan(
+            lambda c, _: (jv.cond(c > 0, lambda: dense(c), lambda: c), None), 1.0, length=2
+        ),
+    ],
+    ids=["jit-cond", "jit-scan", "jit-while", "jit-remat", "jit-fori", "scan-cond"],
+)
+def test_a_default_name_layer_in_a_nested_lifted_body_is_built_once(build):
+    build()
+    assert sorted(jv.default_store()) == ["dense/k"]
+
+
+def test_a_default_name_layer_in_a_scan_under_eager_grad_is_built_once():
+    x = jv.Variable(2.0, name="x")
+    g = jv.grad(lambda: jv.scan(lambda c, _: (dense(c), None), x * 1.0, length=2)[0], x)()
+    assert float(g) == 1.0
+    assert sorted(jv.default_store()) == ["dense/k"]
+
+
+def test_the_compiled_code_uses_the_one_layer_built():
+    step = jv.jit(lambda: jv.cond(True, lambda: dense(1.0), lambda: 0.0))
+    assert float(step()) == 1.0
+    jv.default_store()["dense/k"].assign(5.0)  # say, restored from a TF checkpoint
+    assert float(step()) == 5.0
+
+
+def test_two_default_name_layers_in_one_body_and_around_it_stay_distinct():
+    def twice(c, _):
+        return dense(dense(c)), None
+
+    jv.jit(lambda: dense(jv.scan(twice, 1.0, length=2)[0]))()
+    assert sorted(jv.default_store()) == ["dense/k", "dense_1/k", "dense_2/k"]
+
+
+def test_get_variable_in_nested_eager_transforms_is_created_once():
+    x = jv.Variable(2.0, name="x")
+
+    def cell(c, _):
+        return c * jv.get_variable("w", shape=(), initializer=jax.nn.initializers.ones), None
+
+    with jv.variable_scope("rnn"):
+        g = jv.grad(lambda: jv.scan(cell, x * 1.0, None, length=2)[0], x)()
+    assert float(g) == 1.0
+    with jv.variable_scope("cond_rnn"):
+        jv.scan(
+            lambda c, _: (jv.cond(c > 0, lambda: cell(c, 0)[0], lambda: c), None), 1.0, length=2
+        )
+    assert sorted(jv.default_store()) == ["cond_rnn/w", "rnn/w"]
+
+
+def test_get_variable_in_a_cond_inside_vmap():
+    def f(z):
+        c = jv.get_variable("c", shape=(), initializer=jax.nn.initializers.ones)
+        return jv.cond(z > 0, lambda: z * c, lambda: z)
+
+    np.testing.assert_array_equal(jv.vmap(f)(jnp.array([2.0, -1.0])), [2.0, -1.0])
+    with jv.variable_scope("jitted"):
+        np.testing.assert_array_equal(jv.jit(jv.vmap(f))(jnp.array([3.0, -1.0])), [3.0, -1.0])
+    assert sorted(jv.default_store()) == ["c", "jitted/c"]
