@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import linecache
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import jax
@@ -40,6 +41,15 @@ INCOMPATIBLE_DEVICES = (
 E = TypeVar("E", bound=JaxvarsError)
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+@contextlib.contextmanager
+def control_flow_explained(fn_name: str) -> Iterator[None]:
+    """Turn JAX's concrete-value errors about variables into ``control_flow_error``."""
+    try:
+        yield
+    except jax.errors.ConcretizationTypeError as e:  # `if v > 0:` on a variable
+        raise (control_flow_error(e, fn_name) or e) from None
 
 
 def control_flow_error(error: Exception, fn_name: str) -> JaxvarsTypeError | None:

@@ -60,7 +60,7 @@ from jax.core import Tracer
 
 from . import _lift, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
-from ._explain import control_flow_error, device_error, may_fail_at_run_time
+from ._explain import control_flow_explained, device_error, may_fail_at_run_time
 from ._jit_key import (
     as_tuple,
     by_identity,
@@ -330,10 +330,8 @@ class Jitted:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             args, kwargs = layout[1](from_slots(args, kwargs, leaves))
-            try:
+            with control_flow_explained(self._name):
                 return self._fn(*args, **kwargs)
-            except jax.errors.ConcretizationTypeError as e:  # `if v > 0:` on a variable
-                raise (control_flow_error(e, self._name) or e) from None
 
         if not statics:  # with statics taken out, fn's signature would misname them
             call = functools.wraps(self._fn)(call)
@@ -424,7 +422,7 @@ class Jitted:
             call_leaves = [next(rest) if ref is None else ref() for ref in holders]
             variables, reads = assigned_of(call_leaves), read_of(call_leaves)
             args, kwargs = rebuild(call_leaves)
-            with _trace.pass_of(jitted):
+            with _trace.pass_of(jitted), control_flow_explained(fn_name):
                 out, frame = _lift.run_pure(
                     fn,
                     [*variables, *reads],

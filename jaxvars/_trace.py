@@ -414,10 +414,11 @@ def _forget(key: int) -> Any:
 def changed(obj: Any) -> None:
     """``obj`` changed in a way compiled code depends on: evict that code.
 
-    Changes made while a jaxvars transform traces (a module building itself on
-    its first call) are part of what is being compiled, and evict nothing.
+    Also when the change is made while a transform traces (a module building
+    itself, a mode flag set inside jv.jit or jv.grad): other compiled code
+    that used ``obj`` assumed the old state.
     """
-    if current.get() is not None or id(obj) not in _dependents:  # the common case: unwatched
+    if id(obj) not in _dependents:  # the common case: unwatched
         return
     with _dependents_lock:
         slot = _dependents.get(id(obj))

@@ -269,8 +269,10 @@ class Variable(ArrayOperators, SparseUpdates):
     @trainable.setter
     @public
     def trainable(self, trainable: Any) -> None:
-        self._trainable = _initial.checked_trainable(trainable, self.shape, self._name)
-        _trace.changed(self)  # gradients compiled with the old setting are stale
+        old = self._trainable
+        new = self._trainable = _initial.checked_trainable(trainable, self.shape, self._name)
+        if old is not new:  # bools are singletons: an equal one keeps the compiled code
+            _trace.changed(self)  # gradients compiled with the old setting are stale
 
     # -- assigning ---------------------------------------------------------------
 

@@ -572,3 +572,56 @@ def test_get_variable_in_a_cond_inside_vmap():
     with jv.variable_scope("jitted"):
         np.testing.assert_array_equal(jv.jit(jv.vmap(f))(jnp.array([3.0, -1.0])), [3.0, -1.0])
     assert sorted(jv.default_store()) == ["c", "jitted/c"]
+
+
+def test_a_flag_set_inside_a_transform_retraces_other_compiled_code():
+    class Drop(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.training = True
+            self.w = jv.Variable(jnp.ones(3), name="w")
+
+        def __call__(self, x):
+            return x * self.w * (0.5 if self.training else 1.0)
+
+    model, x = Drop(), jnp.ones(3)
+    forward = jv.jit(lambda m, x: m(x))
+    assert float(forward(model, x)[0]) == 0.5
+
+    @jv.jit
+    def set_mode(m, training):
+        m.training = training
+        return m.w * 1
+
+    set_mode(model, False)
+    assert model.training is False and float(forward(model, x)[0]) == 1.0
+    jv.grad(lambda: (setattr(model, "training", True), jnp.sum(model.w))[1], model.w)()
+    assert float(forward(model, x)[0]) == 0.5
+
+
+def test_setting_trainable_to_its_value_keeps_compiled_code():
+    w = jv.Variable(jnp.ones(2), name="w")
+    body, traces = counting(lambda: jv.grad(lambda: jnp.sum(w * w), w)())
+    step = jv.jit(body)
+    step()
+    w.trainable = True
+    step()
+    assert len(traces) == 2  # discovery and trace, once
+    w.trainable = False
+    np.testing.assert_array_equal(step(), [0.0, 0.0])
+
+
+@pytest.mark.parametrize("use", ["if", "float"])
+def test_a_bool_variable_as_a_python_condition_inside_jit_names_it(use):
+    flag = jv.Variable(True, name="flag")
+
+    @jv.jit
+    def f(x):
+        if use == "if":
+            if flag:
+                return x
+            return -x
+        return x * float(flag)
+
+    with pytest.raises(TypeError, match=r"variable 'flag' \(`flag`\) holds a traced value"):
+        f(1.0)
