@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._atomic_file import replace_atomically
-from ._errors import JaxvarsTypeError, JaxvarsValueError
+from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
 from ._module import Module
 from ._optimizer import Optimizer
 from ._store import Store, mismatches
@@ -52,6 +52,7 @@ _MAX_DIMENSIONS = 64  # NumPy's: an entry with more could not be read into an ar
 _METADATA = "__metadata__"  # the header's own entry, never a tensor
 
 
+@boundary
 def save(path: str | os.PathLike[str], target: Any, *, durable: bool = False) -> None:
     """Save ``target``'s variables to ``path``, atomically.
 
@@ -124,6 +125,7 @@ def save(path: str | os.PathLike[str], target: Any, *, durable: bool = False) ->
     )
 
 
+@boundary
 def restore(path: str | os.PathLike[str], target: Any, *, strict: bool = True) -> None:
     """Load ``target``'s variables from ``path``, after checking all of it.
 
@@ -174,6 +176,7 @@ def restore(path: str | os.PathLike[str], target: Any, *, strict: bool = True) -
         variable.assign(_placed(arrays[key], variable))
 
 
+@boundary
 def list_variables(path: str | os.PathLike[str]) -> list[tuple[str, tuple[int, ...], np.dtype]]:
     """The ``(key, shape, dtype)`` of every value in a ``jv.save`` file, sorted by key.
 
@@ -202,6 +205,7 @@ def list_variables(path: str | os.PathLike[str]) -> list[tuple[str, tuple[int, .
     )
 
 
+@boundary
 def load_variable(path: str | os.PathLike[str], key: str) -> np.ndarray:
     """One value of a ``jv.save`` file as a NumPy array, without a target
     (as ``tf.train.load_variable``); its checksum is verified.

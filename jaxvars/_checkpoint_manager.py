@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _trace
 from ._checkpoint import checkpoint_keys
-from ._errors import JaxvarsValueError
+from ._errors import JaxvarsValueError, boundary
 from ._store import mismatches
 from ._variable import Variable
 
@@ -124,6 +124,7 @@ class CheckpointManager:
 
     # -- saving ------------------------------------------------------------------------
 
+    @boundary
     def save(
         self,
         step: int,
@@ -234,6 +235,7 @@ class CheckpointManager:
 
     # -- restoring ------------------------------------------------------------------------
 
+    @boundary
     def restore(self, target: Any, step: int | None = None) -> int:
         """Restore ``step`` (default: the latest) into ``target``; returns the step.
 

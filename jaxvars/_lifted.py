@@ -22,6 +22,7 @@ from jax.core import Tracer
 
 from . import _lift, _random, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
+from ._explain import with_path
 from ._jit_key import is_object
 from ._module import Module
 from ._operators import unwrap
@@ -103,11 +104,23 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -
         assigned = list(frame.assigned)
         _lift.apply(assigned, _lift.collect(frame, assigned))
         return out
+    # Traced, a Variable a branch returns comes back as its value (as tf.cond
+    # gives tensors): the branches' results must have one structure.
+    branches = [_returning_values(branch) for branch in branches]
     assigned = union(_lift.touched(branch, *operands).assigned for branch in branches)
     pures = [_lift.pure_of(branch, assigned, what="jv.switch branch") for branch in branches]
     out, new_values = jax.lax.switch(index, pures, _lift.snapshot(assigned), *operands)
     _lift.apply(assigned, new_values)
     return _lift.restore_returned(out)
+
+
+def _returning_values(branch: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(branch)
+    def values(*operands: Any) -> Any:
+        out = branch(*operands)
+        return jax.tree_util.tree_map(unwrap, out, is_leaf=lambda x: isinstance(x, Variable))
+
+    return values
 
 
 def _traced(x: Any) -> bool:
@@ -143,9 +156,12 @@ def while_loop(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any], i
     assigned_in_cond = _lift.touched(cond_fun, init_val).assigned
     if assigned_in_cond:
         names = ", ".join(f"'{v.name}'" for v in assigned_in_cond)
-        raise JaxvarsValueError(
-            f"jv.while_loop: cond_fun assigns variable(s) {names}; it may only read them. "
-            "Move the assignment into body_fun."
+        raise with_path(
+            assigned_in_cond[0],
+            JaxvarsValueError(
+                f"jv.while_loop: cond_fun assigns variable(s) {names}; it may only read them. "
+                "Move the assignment into body_fun."
+            ),
         )
     assigned = _lift.touched(body_fun, init_val).assigned
     body = _lift.pure_of(body_fun, assigned, what="jv.while_loop body", mark=False)
@@ -246,18 +262,32 @@ def _check_depths(stacked: list[Variable], axes: list[int], length: int | None, 
         if length is None:
             length = depth
         if depth is None or depth != length:
-            raise JaxvarsValueError(
-                f"jv.scan: variable '{variable.name}' of shape {variable.shape} is split along "
-                f"axis {axis} (variable_axes), so it needs {length} slices there, one per "
-                f"iteration; it has {depth}. Stack one slice per iteration (layer), or "
-                "leave it out of variable_axes to share it across iterations."
+            raise with_path(
+                variable,
+                JaxvarsValueError(
+                    f"jv.scan: variable '{variable.name}' of shape {variable.shape} is split "
+                    f"along axis {axis} (variable_axes), so it needs {length} slices there, one "
+                    f"per iteration; it has {depth}. Stack one slice per iteration (layer), or "
+                    "leave it out of variable_axes to share it across iterations."
+                ),
             )
 
 
 def one_slice(axes: Any, variable: Variable, value: Any) -> Any:
     """What one iteration (or lane) sees of ``variable``: a slice if it is split."""
     axis = axis_of(axes, variable)
-    return value if axis is None else jnp.take(value, 0, axis=axis)
+    if axis is None:
+        return value
+    if not -value.ndim <= axis < value.ndim:
+        raise with_path(
+            variable,
+            JaxvarsValueError(
+                f"variable_axes splits variable '{variable.name}' of shape {variable.shape} "
+                f"along axis {axis}, which it does not have. Give an axis below {value.ndim}, "
+                "or leave the variable out of variable_axes to share it."
+            ),
+        )
+    return jnp.take(value, 0, axis=axis)
 
 
 # -- variable axes: Variables, Modules or name patterns ------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Self
 
 import jax
+import numpy as np
 
 from . import _display, _trace
 from ._errors import JaxvarsValueError
@@ -273,6 +274,8 @@ def _same(old: Any, new: Any) -> bool:
         return False
     if type(old) in _PLAIN:
         return old == new
+    if isinstance(old, np.generic):  # a NumPy scalar (np.float32(0.5))
+        return bool(old == new)
     if type(old) is tuple:
         return len(old) == len(new) and all(map(_same, old, new))
     return False

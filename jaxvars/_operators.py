@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from . import _placement
+from ._explain import public
 
 _hooks = _placement.HOOKS  # non-zero inside jv.device or while logging placement
 
@@ -60,6 +61,7 @@ def _unary(op: Callable[[Any], Any]) -> Callable[[Any], jax.Array]:
 
 
 def _in_place(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any], Any]:
+    @public  # an assignment: its errors end at the user's `v += d`
     def apply(self: Any, other: Any) -> Any:
         return self._update(op, other, f"assign ({symbol}=)")
 

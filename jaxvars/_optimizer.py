@@ -11,7 +11,7 @@ import optax
 from jax.core import Tracer
 
 from . import _display, _naming, _trace
-from ._errors import JaxvarsTypeError, JaxvarsValueError
+from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
 from ._module import Module
 from ._named import adopt
 from ._scope import get_variable_scope
@@ -190,6 +190,7 @@ class Optimizer:
         start = len(self._scope) + 1
         return {name[start:]: v for name, v in self.state_variables.items()}
 
+    @boundary
     def apply_gradients(self, grads: Any, global_step: Variable | None = None) -> None:
         """Update the variables from ``grads``, eagerly or inside ``jv.jit``.
 
@@ -246,6 +247,7 @@ class Optimizer:
         if global_step is not None:
             global_step.assign_add(1)
 
+    @boundary
     def apply(self, grads: Any, variables: Any = None) -> None:
         """Keras 3's ``optimizer.apply(grads, trainable_variables)``.
 
@@ -273,6 +275,7 @@ class Optimizer:
             )
         return self.apply_gradients(list(zip(grads, variables, strict=True)))
 
+    @boundary
     def minimize(self, loss_fn: Callable[[], Any], global_step: Variable | None = None) -> Any:
         """Compute the gradients of ``loss_fn()`` for the target's trainable variables
         and apply them; returns the loss. Eagerly or inside ``jv.jit``.

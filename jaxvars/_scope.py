@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from . import _named, _naming, _trace
-from ._errors import JaxvarsTypeError, JaxvarsValueError
+from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
 from ._store import active_store, caller, holders, in_notebook
 from ._tf_keywords import refuse_tf_keywords
 from ._variable import Variable
@@ -289,6 +289,7 @@ def _compose(inner: Getter, outer: Getter) -> Getter:
     return composed
 
 
+@boundary
 def get_variable(
     name: str,
     shape: tuple[int, ...] | list[int] | None = None,

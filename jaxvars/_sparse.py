@@ -10,6 +10,7 @@ from jax.core import Tracer
 
 from . import _dtypes, _trace
 from ._errors import JaxvarsIndexError, JaxvarsTypeError, JaxvarsValueError
+from ._explain import public
 from ._operators import unwrap
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class SparseUpdates:
 
     __slots__ = ()
 
+    @public
     def scatter_update(self: Any, indices: Any, updates: Any) -> Variable:
         """Set the rows ``indices`` (along axis 0) to ``updates``.
 
@@ -41,22 +43,27 @@ class SparseUpdates:
         """
         return _scatter(self, "scatter_update", "set", indices, updates, nd=False)
 
+    @public
     def scatter_add(self: Any, indices: Any, updates: Any) -> Variable:
         """Add ``updates`` to the rows ``indices``; repeated indices add up."""
         return _scatter(self, "scatter_add", "add", indices, updates, nd=False)
 
+    @public
     def scatter_sub(self: Any, indices: Any, updates: Any) -> Variable:
         """Subtract ``updates`` from the rows ``indices``; repeated indices add up."""
         return _scatter(self, "scatter_sub", "subtract", indices, updates, nd=False)
 
+    @public
     def scatter_max(self: Any, indices: Any, updates: Any) -> Variable:
         """Set the rows ``indices`` to the elementwise maximum with ``updates``."""
         return _scatter(self, "scatter_max", "max", indices, updates, nd=False)
 
+    @public
     def scatter_min(self: Any, indices: Any, updates: Any) -> Variable:
         """Set the rows ``indices`` to the elementwise minimum with ``updates``."""
         return _scatter(self, "scatter_min", "min", indices, updates, nd=False)
 
+    @public
     def scatter_nd_update(self: Any, indices: Any, updates: Any) -> Variable:
         """Set the slices that ``indices`` (shape ``[..., k]``, each row the first
         ``k`` coordinates of one slice) point to.
@@ -69,14 +76,17 @@ class SparseUpdates:
         """
         return _scatter(self, "scatter_nd_update", "set", indices, updates, nd=True)
 
+    @public
     def scatter_nd_add(self: Any, indices: Any, updates: Any) -> Variable:
         """Add ``updates`` at the slices ``indices`` points to (see ``scatter_nd_update``)."""
         return _scatter(self, "scatter_nd_add", "add", indices, updates, nd=True)
 
+    @public
     def scatter_nd_sub(self: Any, indices: Any, updates: Any) -> Variable:
         """Subtract ``updates`` at the slices ``indices`` points to."""
         return _scatter(self, "scatter_nd_sub", "subtract", indices, updates, nd=True)
 
+    @public
     def sparse_read(self: Any, indices: Any) -> Any:
         """The rows ``indices`` (along axis 0), as ``tf.gather``; the variable is unchanged.
 

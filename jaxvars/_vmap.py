@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from . import _lift, _trace
 from ._errors import JaxvarsValueError
+from ._explain import with_path
 from ._jit_key import is_object
 from ._lifted import axes_of, axis_of, eager, locked, one_slice, union
 from ._store import Store
@@ -138,8 +139,8 @@ def vmap(
                 try:
                     jax.eval_shape(batched(only), _lift.snapshot(split), *args)
                 except ValueError:
-                    raise JaxvarsValueError(
-                        PER_LANE_ASSIGNMENT.format(name=variable.name)
+                    raise with_path(
+                        variable, JaxvarsValueError(PER_LANE_ASSIGNMENT.format(name=variable.name))
                     ) from None
             raise
         _lift.apply(split, new_split)

@@ -625,3 +625,60 @@ def test_a_bool_variable_as_a_python_condition_inside_jit_names_it(use):
 
     with pytest.raises(TypeError, match=r"variable 'flag' \(`flag`\) holds a traced value"):
         f(1.0)
+
+
+def test_more_eager_errors_end_at_the_users_line(tmp_path):
+    import optax
+
+    v = jv.Variable(jnp.zeros(3), name="v")
+    jv.get_variable("g", shape=(2,))
+    jv.save(tmp_path / "c", {"v": v})
+    opt = jv.Optimizer(optax.sgd(0.1), [v])
+    calls = [
+        lambda: v.__iadd__(jnp.zeros(4)),
+        lambda: v.scatter_update(jnp.array([7]), jnp.zeros(1)),
+        lambda: v.sparse_read(jnp.array([7])),
+        lambda: jv.get_variable("g", shape=(2,)),
+        lambda: jv.restore(tmp_path / "c", {"v": jv.Variable(jnp.zeros(4))}),
+        lambda: opt.apply_gradients([jnp.zeros(4)]),
+    ]
+    for call in calls:
+        with pytest.raises(jv.JaxvarsError) as e:
+            call()
+        assert last_frame(e).filename == __file__ and no_jaxvars_frames(e), last_frame(e)
+    with pytest.raises(ValueError) as e:
+        v += jnp.zeros(4)
+    assert last_frame(e).line == "v += jnp.zeros(4)"
+
+
+def test_lifted_transform_errors_name_the_module_attribute_path():
+    net = Net()
+    var = net.bn.running_var
+    with pytest.raises(ValueError, match=r"\(net\.bn\.running_var\)"):
+        jv.vmap(lambda x: var.assign(x * var))(jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"\(net\.bn\.running_var\)"):
+        jv.while_loop(lambda i: var.assign(var) is None, lambda i: i, 0)
+    with pytest.raises(ValueError, match=r"\(net\.bn\.running_var\) of shape \(3,\) is split"):
+        jv.scan(lambda h, x: (h * var, None), 1.0, length=4, variable_axes={var: 0})
+    with pytest.raises(ValueError, match=r"along axis 2, which it does not have"):
+        jv.scan(lambda h, x: (h * var, None), 1.0, length=3, variable_axes={var: 2})
+
+
+def test_cond_in_jit_with_a_variable_in_one_branch_and_an_array_in_the_other():
+    w = jv.Variable(2.0, name="w")
+    step = jv.jit(lambda p: jv.cond(p, lambda: w * 2, lambda: w))
+    assert float(step(False)) == 2.0 and float(step(True)) == 4.0
+
+
+def test_an_equal_numpy_scalar_attribute_keeps_the_compiled_code():
+    layer = Dropoutish()
+    layer.rate = np.float32(0.5)
+    body, traces = counting(lambda m, x: m(x))
+    step = jv.jit(body)
+    step(layer, 1.0)
+    n = len(traces)
+    layer.rate = np.float32(0.5)
+    step(layer, 1.0)
+    assert len(traces) == n
+    layer.rate = np.float32(0.25)
+    assert float(step(layer, 1.0)) == 0.25
