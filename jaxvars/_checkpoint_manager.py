@@ -142,7 +142,8 @@ class CheckpointManager:
         ``force`` saves a step the interval would skip; it never saves out of order.
 
         Raises:
-            ValueError: ``metrics`` lacks ``best_metric``; ``step`` is not after the
+            ValueError: the target holds no variable; ``metrics`` lacks
+                ``best_metric``; ``step`` is not after the
                 latest kept step; or two keys would nest inside each other (``"a"``
                 and ``"a/b"``) or share orbax's name (``"x.y"`` and ``"x/y"``).
         """
@@ -161,6 +162,12 @@ class CheckpointManager:
             )
         ocp = _orbax()
         variables = checkpoint_keys(target)
+        if not variables:  # orbax fails obscurely on an empty tree
+            raise JaxvarsValueError(
+                f"CheckpointManager.save(step={step}): the target holds no variable "
+                f"(got {type(target).__name__}); pass a Module, a Variable, or a list or dict "
+                "of them."
+            )
         zero_size = {key: list(v.shape) for key, v in variables.items() if math.prod(v.shape) == 0}
         host = jax.process_count() > 1
         with _trace.STATE_LOCK:  # one consistent set of values, as a jv.jit step sees them

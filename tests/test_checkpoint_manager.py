@@ -319,3 +319,11 @@ def test_zero_size_variables_are_saved_and_restored(directory):
             mgr.restore({"empty": wrong}, step=1)
         assert wrong.value is unchanged
         assert mgr.restore({"empty": restored["empty"]}, step=1) == 1
+
+
+def test_saving_an_empty_target_is_a_clear_error(tmp_path):
+    with jv.CheckpointManager(tmp_path / "run") as mgr:
+        for empty in ([], {}):
+            with pytest.raises(ValueError, match=r"save\(step=1\): the target holds no variable"):
+                mgr.save(1, empty)
+        assert mgr.all_steps() == []
