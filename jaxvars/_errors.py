@@ -15,6 +15,11 @@ traceback_util.register_exclusion(os.path.dirname(os.path.abspath(__file__)))
 boundary = traceback_util.api_boundary
 
 
+def internal(filename: str) -> bool:
+    """Whether a frame of ``filename`` is jaxvars' or JAX's own (hidden from users)."""
+    return not traceback_util.include_filename(filename)
+
+
 class JaxvarsError(Exception):
     """Base class of every error jaxvars raises on purpose.
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
-import os
 import sys
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -16,7 +15,7 @@ import jax
 import numpy as np
 
 from . import _dtypes, _trace
-from ._errors import JaxvarsValueError
+from ._errors import JaxvarsValueError, internal
 from ._operators import unwrap
 
 if TYPE_CHECKING:  # _variable imports this module: variables join their store's collections
@@ -410,14 +409,11 @@ def _dtype_of(value: Any) -> np.dtype:
     return np.dtype(dtype) if dtype is not None else _dtypes.infer_dtype(np.asarray(value))
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
 def caller() -> str:
     """Where the user's call is: ``file:line`` of the innermost frame outside
     jaxvars, or ``In [3], line 2`` for a notebook cell."""
     frame = sys._getframe(1)
-    while frame is not None and os.path.dirname(frame.f_code.co_filename) == _PACKAGE_DIR:
+    while frame is not None and internal(frame.f_code.co_filename):
         frame = frame.f_back
     if frame is None:
         return "<unknown>"
