@@ -682,3 +682,17 @@ def test_an_equal_numpy_scalar_attribute_keeps_the_compiled_code():
     assert len(traces) == n
     layer.rate = np.float32(0.25)
     assert float(step(layer, 1.0)) == 0.25
+
+
+def test_default_name_layers_in_two_branches_and_two_calls_are_distinct():
+    def two_branches(p):
+        return jv.cond(p, lambda: dense(1.0), lambda: dense(2.0))
+
+    jv.jit(two_branches)(True)  # TF1's tf.cond builds a layer in each branch
+    assert sorted(jv.default_store()) == ["dense/k", "dense_1/k"]
+    jv.reset_default_store()
+    step = jv.jit(lambda: jv.remat(dense)(1.0) + jv.remat(dense)(2.0))
+    assert float(step()) == 3.0
+    assert sorted(jv.default_store()) == ["dense/k", "dense_1/k"]
+    jv.default_store()["dense_1/k"].assign(10.0)
+    assert float(step()) == 21.0
