@@ -14,9 +14,10 @@ objects in its key with weak references and is evicted when one dies.
 **Discovery.** On a miss ``fn`` is traced abstractly once (``jax.make_jaxpr``)
 to learn which variables it reads and assigns, which modules' methods it
 runs and which collections it reads. ``get_variable`` variables it makes on
-a first call are created there, concretely. The jaxpr also says whether the
-computation can fail at run time (a callback): such entries never donate, so
-a failure changes nothing.
+a first call are created there; a variable made from a value the pass
+computed makes the pass run as the call (``_discover``). The jaxpr also says
+whether the computation can fail at run time (a callback): such entries
+never donate, so a failure changes nothing.
 
 **Entry.** An entry holds a pure function of (assigned values, read values,
 dynamic leaves) and the two ``jax.jit`` objects made from it (donating and
@@ -310,18 +311,15 @@ class Jitted:
 
         Variables that ``fn`` creates (``get_variable`` on a first call) are
         created here, with concrete values, before anything is compiled.
-        Returns the entry, and ``(result,)`` if this pass ran as the call.
-
-        A variable created from a value the pass computed (an EMA's shadow of a
-        weight the step just updated, ``jv.Variable(x)`` of an argument) takes
-        that value, and the pass's later reads see it. Then the pass is run
-        as this call: the Python that later calls run differs (the variable
-        exists), and only this pass did what the first call must do (its
-        random draws, for one), as ``tf.function`` runs its first trace.
+        Returns the entry, and ``(result,)`` if this pass ran as the call: a
+        variable made from a value the pass computed (an EMA's shadow of a
+        weight the step just updated, ``jv.Variable(x)``) takes that value, and
+        the pass runs as the call, as ``tf.function`` runs its first trace: the
+        Python of later calls differs (the variable exists), and only this pass
+        did what the first call must do (its random draws, for one).
         """
-        # How to rebuild the arguments from dynamic leaves, holding objects
-        # weakly: compiled code must not keep the caller's modules and
-        # variables alive (JAX's caches hold on to the traced function).
+        # How to rebuild the arguments from dynamic leaves, holding objects weakly:
+        # compiled code must not keep the caller's modules and variables alive.
         layout = (tuple(map(holder, leaves)), rebuilder(treedef, statics))
 
         # The pass sees the call's own arguments (objects stand in as Slots), so
@@ -342,21 +340,10 @@ class Jitted:
                 trace=lambda f, *a: jax.make_jaxpr(f, return_shape=True)(*a, **traced_kwargs),
                 defer=True,
             )
-        traced, shapes = found.traced
-        may_fail = may_fail_at_run_time(traced.jaxpr)
+        may_fail = may_fail_at_run_time(found.traced[0].jaxpr)
         entry = self._entry(key, leaves, layout, found.assigned, found.read, may_fail, found.used)
-        if not found.pending:
-            return entry, ()
         inputs = jax.tree_util.tree_leaves((traced_args, traced_kwargs))
-        results = _lift.computed(traced, inputs)
-        jax.block_until_ready(results)  # a failure (a callback) changes nothing
-        out, deferred, assigned = jax.tree_util.tree_unflatten(
-            jax.tree_util.tree_structure(shapes), results
-        )
-        with _trace.STATE_LOCK:
-            _lift.settle(found.pending, deferred)
-            _lift.apply(found.assigned, assigned)
-        return entry, (_lift.restore_returned(out),)
+        return entry, (_lift.run_as_call(found, inputs),) if found.pending else ()
 
     def _extend(self, entry: _Entry, more: _Rediscover, source: Sequence[Any]) -> _Entry:
         # Dicts as ordered sets: they compare variables by identity, not with ==.

@@ -130,6 +130,22 @@ def computed(traced: Any, inputs: Sequence[Any], last: int | None = None) -> lis
     return jax.jit(lambda *xs: run(*xs)[-last:] if last else run(*xs))(*inputs)
 
 
+def run_as_call(found: Touched, inputs: Sequence[Any]) -> Any:
+    """Run a pass ``touched(..., defer=True)`` made (``trace`` giving a jaxpr and
+    the result's shapes) as the call itself: compute and give the deferred
+    values, apply the assignments, return the result."""
+    traced, shapes = found.traced
+    results = computed(traced, inputs)
+    jax.block_until_ready(results)  # a failure (a callback) changes nothing
+    out, deferred, assigned = jax.tree_util.tree_unflatten(
+        jax.tree_util.tree_structure(shapes), results
+    )
+    with _trace.STATE_LOCK:
+        settle(found.pending, deferred)
+        apply(found.assigned, assigned)
+    return restore_returned(out)
+
+
 def settle(pending: list[Any], values: Sequence[Any]) -> None:
     """Give the variables a trace created from values it computed those values."""
     for (variable, attribute, _), value in zip(pending, values, strict=True):
