@@ -145,10 +145,11 @@ class Module:
             ...     def __init__(self):
             ...         super().__init__()
             ...         self.scale = jv.Variable([1.0, 2.0], name="scale")
-            >>> Net().summary()  # doctest: +ELLIPSIS
-            Net 'net...'
-            path   class / shape  dtype    trainable  placement  ...  params  bytes
-            scale  (2,)           float32  True       cpu:0 ...  2       8 B
+            >>> with jv.Store():
+            ...     Net().summary()
+            Net 'net'
+            path   class / shape  dtype    trainable  placement            params  bytes
+            scale  (2,)           float32  True       cpu:0 (uncommitted)  2       8 B
             Total: 2 parameters, 8 B (2 trainable, 0 non-trainable)
         """
         title, rows, footer = self._summary()

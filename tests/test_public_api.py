@@ -82,3 +82,29 @@ def test_every_deliberate_error_is_also_a_value_or_type_error():
                 if name.startswith("Jaxvars"):
                     raised.add(name)
     assert raised and raised <= allowed, raised - allowed
+
+
+def test_every_docstring_example_runs_methods_included():
+    """STYLE.md: every public name's example runs. pytest's doctest collection
+    reaches only functions and classes (their ``__module__`` is ``jaxvars``), so
+    this runs the examples of methods and properties too."""
+    import doctest
+
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    seen: set[int] = set()
+    failed, ran = [], 0
+    public = [(jv, jv.__all__), (jv.random, [n for n in dir(jv.random) if not n.startswith("_")])]
+    for owner, names in public:
+        for name in names:
+            for test in finder.find(getattr(owner, name), name, module=False, globs={}):
+                if not test.examples or id(test.docstring) in seen:
+                    continue
+                seen.add(id(test.docstring))
+                jv.reset_default_store()
+                jv.random.set_seed(0)
+                if doctest.DocTestRunner(optionflags=flags).run(test, out=lambda _: None).failed:
+                    failed.append(test.name)
+                ran += 1
+    assert not failed
+    assert ran > 45  # functions, classes, and methods such as Module.summary
