@@ -125,9 +125,8 @@ def checked_trainable(
             f"trainable of variable '{name}' must be a bool or a boolean mask of the "
             f"variable's shape {shape}; got {got}. The setting is unchanged."
         )
-    if isinstance(trainable, Tracer):
+    if isinstance(trainable, Tracer):  # kept as it is while its trace runs, then computed
         _defer(owner, "_trainable", trainable, TRACED_MASK.format(name=name))
-        trainable = np.ones(shape, bool)
     with jax.ensure_compile_time_eval():  # a concrete mask, also inside jv.eval_shape
         return jnp.asarray(trainable, dtype=bool)
 
@@ -143,12 +142,18 @@ def _defer(owner: Any, attribute: str, traced: Any, error: str) -> None:
         frame.values[owner] = traced  # what the rest of the trace reads
 
 
-def settle(variable: Any, attribute: str, value: jax.Array) -> None:
-    """Give a variable the value (or mask) its creation deferred, now computed."""
+def settle(variable: Any, attribute: str, value: jax.Array | None) -> None:
+    """Give a variable the value (or mask) its creation deferred, now computed;
+    None: its trace failed (the variable stays abstract, a mask frozen)."""
     if attribute == "_array":
-        variable._array = initial_array(value, variable.name, None, variable._sharding)
+        if value is not None:
+            variable._array = initial_array(value, variable.name, None, variable._sharding)
+            if variable._sharding is None and variable._array.committed:
+                variable._sharding = variable._array.sharding  # as for a committed value
     else:
-        variable._trainable = checked_trainable(value, variable.shape, variable.name)
+        variable._trainable = (
+            False if value is None else checked_trainable(value, variable.shape, variable.name)
+        )
 
 
 def _is_nested(x: Any) -> bool:

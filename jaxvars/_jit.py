@@ -51,6 +51,7 @@ from __future__ import annotations
 import functools
 import operator
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
@@ -67,10 +68,12 @@ from ._jit_key import (
     by_identity,
     cache_key,
     flat_key,
+    from_call,
     from_slots,
     holder,
     is_traced,
     rebuilder,
+    selector,
     split_statics,
     with_slots,
 )
@@ -148,9 +151,9 @@ class _Entry:
         pure = jitted._pure(assigned, read, layout, returns_variables)
         donating = jax.jit(pure, donate_argnums=(0,), **jitted._jit_kwargs)
         copying = jax.jit(pure, **jitted._jit_kwargs)
-        select = _selector([i for i, ref in enumerate(holders) if ref is None])
-        assigned_of = self.assigned_of = _from_call(assigned)
-        read_of = _from_call(read)
+        select = selector([i for i, ref in enumerate(holders) if ref is None])
+        assigned_of = self.assigned_of = from_call(assigned)
+        read_of = from_call(read)
         # Without Variable arguments the lists are fixed: no call per step.
         fixed = all(isinstance(v, Variable) for v in (*assigned, *read))
         fixed_assigned, fixed_read = (assigned_of(()), read_of(())) if fixed else ([], [])
@@ -222,25 +225,6 @@ def _committed(variables: list[Variable]) -> list[Variable]:
     return [v for v in variables if v._sharding is not None]
 
 
-def _from_call(spec: list[Variable | int]) -> Callable[[Sequence[Any]], list[Variable]]:
-    """A function giving the spec's variables for a call's leaves (see _Entry)."""
-    held = [v for v in spec if isinstance(v, Variable)]
-    positions = [i for i in spec if isinstance(i, int)]
-    if not positions:
-        return lambda source: held
-    return lambda source: [*held, *[source[i] for i in positions]]
-
-
-def _selector(positions: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    """A C-level function picking ``positions`` out of a sequence, as a tuple."""
-    if len(positions) == 1:
-        (only,) = positions
-        return lambda source: (source[only],)
-    if not positions:
-        return lambda source: ()
-    return operator.itemgetter(*positions)
-
-
 class Jitted:
     """The state behind a function compiled by ``jv.jit``: its cache and slow path."""
 
@@ -264,6 +248,9 @@ class Jitted:
                 )
         self._jit_kwargs = jit_kwargs
         self._cache: dict[Any, _Entry] = {}
+        # One miss at a time: a thread must not run an entry whose first call
+        # (the one creating its variables) is still giving them their values.
+        self._miss_lock = threading.RLock()
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _current_frame() is not None:
@@ -277,9 +264,12 @@ class Jitted:
         key, leaves, treedef = cache_key(args, kwargs, statics, self._name)
         entry = self._cache.get(key)
         if entry is None:
-            entry, ran = self._discover(key, leaves, treedef, statics)
-            if ran:  # the discovery pass was this call (see _discover)
-                return ran[0]
+            with self._miss_lock:
+                entry = self._cache.get(key)
+                if entry is None:
+                    entry, ran = self._discover(key, leaves, treedef, statics)
+                    if ran:  # the discovery pass was this call (see _discover)
+                        return ran[0]
         if entry.assigned and any(isinstance(x, Tracer) for x in leaves):
             # Under a raw jax.vmap/grad/jit the new values would be that
             # transform's tracers: they must never reach a variable.
@@ -340,15 +330,18 @@ class Jitted:
                 trace=lambda f, *a: jax.make_jaxpr(f, return_shape=True)(*a, **traced_kwargs),
                 defer=True,
             )
+        ran = ()
+        if found.pending:
+            inputs = jax.tree_util.tree_leaves((traced_args, traced_kwargs))
+            ran = (_lift.run_as_call(found, inputs, self._jit_kwargs),)
         may_fail = may_fail_at_run_time(found.traced[0].jaxpr)
         entry = self._entry(key, leaves, layout, found.assigned, found.read, may_fail, found.used)
-        inputs = jax.tree_util.tree_leaves((traced_args, traced_kwargs))
-        return entry, (_lift.run_as_call(found, inputs),) if found.pending else ()
+        return entry, ran
 
     def _extend(self, entry: _Entry, more: _Rediscover, source: Sequence[Any]) -> _Entry:
         # Dicts as ordered sets: they compare variables by identity, not with ==.
         assigned = dict.fromkeys([*entry.assigned_of(source), *more.assigned])
-        touched = dict.fromkeys([*_from_call(entry.read)(source), *more.discovered])
+        touched = dict.fromkeys([*from_call(entry.read)(source), *more.discovered])
         read = [v for v in touched if v not in assigned]
         return self._entry(
             entry.key, source, entry.layout, list(assigned), read, entry.may_fail, more.used
@@ -401,7 +394,7 @@ class Jitted:
         """The pure function of (assigned values, read values, dynamic leaves)."""
         fn, jitted = self._fn, self
         holders, rebuild = layout
-        assigned_of, read_of = _from_call(assigned), _from_call(read)
+        assigned_of, read_of = from_call(assigned), from_call(read)
         fn_name = self._name
 
         def pure(assigned_values: list[Any], read_values: list[Any], dynamic: list[Any]) -> Any:

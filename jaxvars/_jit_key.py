@@ -11,6 +11,7 @@ key by value and are put back in place when the arguments are rebuilt.
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -182,3 +183,22 @@ def as_tuple(x: Any) -> tuple[Any, ...]:
     if isinstance(x, (int, str)):
         return (x,)
     return tuple(x)
+
+
+def from_call(spec: list[Any]) -> Callable[[Sequence[Any]], list[Any]]:
+    """A function giving the spec's variables for a call's leaves (see _Entry)."""
+    held = [v for v in spec if isinstance(v, Variable)]
+    positions = [i for i in spec if isinstance(i, int)]
+    if not positions:
+        return lambda source: held
+    return lambda source: [*held, *[source[i] for i in positions]]
+
+
+def selector(positions: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A C-level function picking ``positions`` out of a sequence, as a tuple."""
+    if len(positions) == 1:
+        (only,) = positions
+        return lambda source: (source[only],)
+    if not positions:
+        return lambda source: ()
+    return operator.itemgetter(*positions)

@@ -104,38 +104,48 @@ def touched(
     @functools.wraps(fn)
     def probe(*call_args: Any, **call_kwargs: Any) -> Any:
         with _trace.run_of(fn), _trace.frame({}, records=True) as frame:
+            frames.append(frame)
             frame.adapt = adapt
             frame.pending = [] if defer else None
             out = fn(*call_args, **call_kwargs)
-        frames.append(frame)
         if frame.pending is None:
             return out
         deferred = [traced for *_, traced in frame.pending]
         return mark_returned(out), deferred, [frame.values[v] for v in frame.assigned]
 
-    traced = trace(transform(probe) if transform else probe, *args)
+    try:
+        traced = trace(transform(probe) if transform else probe, *args)
+    except BaseException:
+        # Never a tracer left behind as a value or a mask.
+        for variable, attribute, _ in (frames[-1].pending or []) if frames else ():
+            _initial.settle(variable, attribute, None)
+        raise
     frame = frames[-1]
     assigned = list(frame.assigned)
     read = [v for v in frame.discovered if v not in frame.assigned]
     return Touched(assigned, read, list(frame.used), traced, frame.pending or [])
 
 
-def computed(traced: Any, inputs: Sequence[Any], last: int | None = None) -> list[Any]:
+def computed(
+    traced: Any, inputs: Sequence[Any], last: int | None = None, **jit_kwargs: Any
+) -> list[Any]:
     """The results of a traced computation (a closed jaxpr) on ``inputs``.
 
     Compiled, so with ``last`` (only the last results) XLA computes only what
     those need.
     """
     run = jaxpr_as_fun(traced)
-    return jax.jit(lambda *xs: run(*xs)[-last:] if last else run(*xs))(*inputs)
+    return jax.jit(lambda *xs: run(*xs)[-last:] if last else run(*xs), **jit_kwargs)(*inputs)
 
 
-def run_as_call(found: Touched, inputs: Sequence[Any]) -> Any:
+def run_as_call(found: Touched, inputs: Sequence[Any], jit_kwargs: dict[str, Any]) -> Any:
     """Run a pass ``touched(..., defer=True)`` made (``trace`` giving a jaxpr and
     the result's shapes) as the call itself: compute and give the deferred
-    values, apply the assignments, return the result."""
+    values, apply the assignments, return the result (placed by ``jax.jit``'s
+    placement keywords, as the compiled step's would be)."""
     traced, shapes = found.traced
-    results = computed(traced, inputs)
+    placement = {k: v for k, v in jit_kwargs.items() if k in ("device", "backend")}
+    results = computed(traced, inputs, **placement)
     jax.block_until_ready(results)  # a failure (a callback) changes nothing
     out, deferred, assigned = jax.tree_util.tree_unflatten(
         jax.tree_util.tree_structure(shapes), results
@@ -143,6 +153,8 @@ def run_as_call(found: Touched, inputs: Sequence[Any]) -> Any:
     with _trace.STATE_LOCK:
         settle(found.pending, deferred)
         apply(found.assigned, assigned)
+    if "out_shardings" in jit_kwargs:
+        out = jax.device_put(out, jit_kwargs["out_shardings"])
     return restore_returned(out)
 
 

@@ -414,11 +414,12 @@ def _forget(key: int) -> Any:
 def changed(obj: Any) -> None:
     """``obj`` changed in a way compiled code depends on: evict that code.
 
-    Also when the change is made while a transform traces (a module building
-    itself, a mode flag set inside jv.jit or jv.grad): other compiled code
-    that used ``obj`` assumed the old state.
+    Changes made while a jaxvars transform traces (a module building itself, a
+    flag a traced step sets) are trace-time side effects, as in jax.jit: they
+    evict nothing (a step setting an attribute it reads would retrace itself,
+    and two steps setting a flag each way would retrace each other, forever).
     """
-    if id(obj) not in _dependents:  # the common case: unwatched
+    if current.get() is not None or id(obj) not in _dependents:  # the common case: unwatched
         return
     with _dependents_lock:
         slot = _dependents.get(id(obj))
