@@ -342,10 +342,12 @@ def outside() -> Iterator[None]:
         return
     outer = _outer.set((current.get(), get_opaque_trace_state()))
     token, eager = current.set(None), _outside.set(True)
+    no_lanes = lanes.set(())  # one value for all jv.vmap lanes, drawn once
     try:
         with jax.ensure_compile_time_eval():
             yield
     finally:
+        lanes.reset(no_lanes)
         _outside.reset(eager)
         current.reset(token)
         _outer.reset(outer)

@@ -784,3 +784,17 @@ def test_the_creating_call_honours_placement_keywords_and_sharded_values():
     assert sharded.v.sharding.is_equivalent_to(sharding, 2)
     sharded.v.assign(jnp.zeros((8, 4)))  # keeps its placement, as eagerly
     assert sharded.v.sharding.is_equivalent_to(sharding, 2)
+
+
+def test_get_variable_with_a_random_initializer_inside_vmap_is_drawn_once():
+    layer = jv.vmap(lambda r: r @ jv.get_variable("w", (3, 4)))
+    assert layer(jnp.ones((2, 3))).shape == (2, 4)
+    w = jv.default_store()["w"]
+    assert w.shape == (3, 4) and not w.is_abstract
+
+    def branchy(r):
+        return jv.cond(
+            r.sum() > 0, lambda: r @ jv.get_variable("v", (3, 4)), lambda: r[:1] * 0 + jnp.zeros(4)
+        )
+
+    assert jv.vmap(branchy)(jnp.ones((2, 3))).shape == (2, 4)
