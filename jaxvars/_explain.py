@@ -38,6 +38,19 @@ INCOMPATIBLE_DEVICES = (
 )
 
 
+CREATED_IN_TRACE = (
+    "jv.jit({fn}): variable '{name}' is created on every trace of the function, so it "
+    "could never carry state from one call to the next. Create it outside the jitted "
+    "function, create it with jv.get_variable (made on the first call, reused after), "
+    "or create it only once (e.g. `if not hasattr(self, 'w'): self.w = jv.Variable(...)`)."
+)
+ASSIGNS_UNDER_RAW_TRANSFORM = (
+    "jv.jit({fn}) assigns variables ({names}) but was called inside a JAX transform that "
+    "jaxvars does not control (jax.vmap, jax.grad, jax.jit). Call it outside the "
+    "transform, or use jv.grad / jv.fori_loop / jv.jit instead."
+)
+
+
 E = TypeVar("E", bound=JaxvarsError)
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")

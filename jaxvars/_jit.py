@@ -62,7 +62,13 @@ from jax.core import Tracer
 
 from . import _lift, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
-from ._explain import control_flow_explained, device_error, may_fail_at_run_time
+from ._explain import (
+    ASSIGNS_UNDER_RAW_TRANSFORM,
+    CREATED_IN_TRACE,
+    control_flow_explained,
+    device_error,
+    may_fail_at_run_time,
+)
 from ._jit_key import (
     as_tuple,
     by_identity,
@@ -78,6 +84,8 @@ from ._jit_key import (
     with_slots,
 )
 from ._module import Module
+from ._scope import get_variable_scope
+from ._store import Store, active_store
 from ._variable import Variable
 
 P = ParamSpec("P")
@@ -85,18 +93,6 @@ R = TypeVar("R")
 
 _current_frame = _trace.current.get
 _get_array = operator.attrgetter("_array")
-
-CREATED_IN_TRACE = (
-    "jv.jit({fn}): variable '{name}' is created on every trace of the function, so it "
-    "could never carry state from one call to the next. Create it outside the jitted "
-    "function, create it with jv.get_variable (made on the first call, reused after), "
-    "or create it only once (e.g. `if not hasattr(self, 'w'): self.w = jv.Variable(...)`)."
-)
-ASSIGNS_UNDER_RAW_TRANSFORM = (
-    "jv.jit({fn}) assigns variables ({names}) but was called inside a JAX transform that "
-    "jaxvars does not control (jax.vmap, jax.grad, jax.jit). Call it outside the "
-    "transform, or use jv.grad / jv.fori_loop / jv.jit instead."
-)
 
 
 class _Rediscover(Exception):
@@ -248,6 +244,7 @@ class Jitted:
                 )
         self._jit_kwargs = jit_kwargs
         self._cache: dict[Any, _Entry] = {}
+        self._by_name = False  # looks variables up by name (get_variable): see _call
         # One miss at a time: a thread must not run an entry whose first call
         # (the one creating its variables) is still giving them their values.
         self._miss_lock = threading.RLock()
@@ -262,6 +259,8 @@ class Jitted:
                 args, kwargs, self._static_argnums, self._static_argnames, self._name
             )
         key, leaves, treedef = cache_key(args, kwargs, statics, self._name)
+        if self._by_name:  # the same call under another scope or store gets other variables
+            key = (key, id(active_store()), get_variable_scope().name)
         entry = self._cache.get(key)
         if entry is None:
             with self._miss_lock:
@@ -330,6 +329,9 @@ class Jitted:
                 trace=lambda f, *a: jax.make_jaxpr(f, return_shape=True)(*a, **traced_kwargs),
                 defer=True,
             )
+        if not self._by_name and any(isinstance(u, Store) for u in found.used):
+            self._by_name = True  # from now on keyed by scope and store too (not flat)
+            key = (key, id(active_store()), get_variable_scope().name)
         ran = ()
         if found.pending:
             inputs = jax.tree_util.tree_leaves((traced_args, traced_kwargs))
@@ -381,7 +383,8 @@ class Jitted:
 
         # When an argument object dies, its compiled code goes too (and its id,
         # part of the key, may be reused by a new object).
-        entry.guards = [weakref.ref(x, evict) for x in objects]
+        stores = [u for u in used if isinstance(u, Store)]  # keyed by id, like objects
+        entry.guards = [weakref.ref(x, evict) for x in (*objects, *stores)]
         return entry
 
     def _pure(

@@ -394,6 +394,9 @@ def _true_getter(
     if reuse is None:
         reuse = get_variable_scope().reuse
     store = active_store()
+    # Compiled code that looks variables up by name depends on where it looked
+    # (the store, and in jv.jit's key the scope): see Jitted.
+    _trace.note_used(store)
     made_in = _trace.current_pass.get()
     maker = None if made_in is None else made_in.owner
     with store._lock:

@@ -234,6 +234,7 @@ class Store(Mapping[str, "Variable"]):
         Variables already handed out keep working; the store just no longer
         knows them, so ``get_variable`` creates them anew.
         """
+        _trace.changed(self)  # compiled code that looked variables up here is stale
         with self._lock:
             self._variables.clear()
             self._origins.clear()

@@ -798,3 +798,28 @@ def test_get_variable_with_a_random_initializer_inside_vmap_is_drawn_once():
         )
 
     assert jv.vmap(branchy)(jnp.ones((2, 3))).shape == (2, 4)
+
+
+def test_a_jitted_get_variable_step_follows_the_enclosing_scope_and_store():
+    def tower(x):
+        w = jv.get_variable("w", (3,), initializer=jnp.ones)
+        w.assign_add(1.0)
+        return x * w
+
+    step = jv.jit(tower)
+    outs = []
+    for name in ["tower_0", "tower_1"]:
+        with jv.variable_scope(name):
+            outs.append(float(step(jnp.ones(3))[0]))
+    assert outs == [2.0, 2.0]  # eager gives the same: one variable per tower
+    assert sorted(jv.default_store()) == ["tower_0/w", "tower_1/w"]
+    with jv.variable_scope("tower_0"):
+        assert float(step(jnp.ones(3))[0]) == 3.0  # cached, and the right variable
+    other = jv.Store()
+    with other:
+        step(jnp.ones(3))
+    assert list(other) == ["w"] and "w" not in jv.default_store()
+    jv.reset_default_store()  # a step compiled before looks its variables up afresh
+    with jv.variable_scope("tower_0"):
+        assert float(step(jnp.ones(3))[0]) == 2.0
+    assert list(jv.default_store()) == ["tower_0/w"]
