@@ -74,7 +74,8 @@ def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *
     """
     pred = unwrap(pred)  # a Variable flag: its value (traced inside jv.jit)
     index = jnp.where(pred, 1, 0) if _traced(pred) else int(bool(pred))
-    return switch(index, [false_fn, true_fn], *operands)
+    # TF builds true_fn first, so it names its layers first (dense, then dense_1).
+    return _switch(index, [false_fn, true_fn], operands, order=(1, 0))
 
 
 @locked
@@ -93,7 +94,11 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -
         >>> float(v)
         2.0
     """
-    branches = list(branches)
+    return _switch(index, list(branches), operands, order=range(len(branches)))
+
+
+def _switch(index: Any, branches: list[Any], operands: Any, order: Sequence[int]) -> Any:
+    """``switch``, its branches first run (and so named) in ``order``."""
     if not branches:
         raise JaxvarsValueError("jv.switch needs at least one branch.")
     index = unwrap(index)
@@ -107,7 +112,7 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -
     # Traced, a Variable a branch returns comes back as its value (as tf.cond
     # gives tensors): the branches' results must have one structure.
     branches = [_returning_values(branch) for branch in branches]
-    assigned = union(_lift.touched(branch, *operands).assigned for branch in branches)
+    assigned = union(_lift.touched(branches[i], *operands).assigned for i in order)
     pures = [_lift.pure_of(branch, assigned, what="jv.switch branch") for branch in branches]
     out, new_values = jax.lax.switch(index, pures, _lift.snapshot(assigned), *operands)
     _lift.apply(assigned, new_values)

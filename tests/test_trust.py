@@ -823,3 +823,15 @@ def test_a_jitted_get_variable_step_follows_the_enclosing_scope_and_store():
     with jv.variable_scope("tower_0"):
         assert float(step(jnp.ones(3))[0]) == 2.0
     assert list(jv.default_store()) == ["tower_0/w"]
+
+
+def test_cond_names_the_true_branchs_layer_first_as_tf():
+    named = {}
+
+    def layer(x, tag):
+        with jv.variable_scope(None, default_name="dense"):
+            named[tag] = jv.get_variable("w", (), initializer=jnp.ones).name
+        return x
+
+    jv.jit(lambda x: jv.cond(x > 0, lambda: layer(x, "true"), lambda: layer(x, "false")))(1.0)
+    assert named == {"true": "dense/w", "false": "dense_1/w"}
