@@ -131,6 +131,14 @@ def checked_trainable(
         return jnp.asarray(trainable, dtype=bool)
 
 
+def adopt_committed(variable: Any) -> None:
+    """A variable with no placement of its own keeps its committed array's placement
+    (one a user put on a device or a mesh), as JAX keeps a committed array's."""
+    array = variable._array
+    if variable._sharding is None and isinstance(array, jax.Array) and array.committed:
+        variable._sharding = array.sharding
+
+
 def _defer(owner: Any, attribute: str, traced: Any, error: str) -> None:
     """Leave ``owner.<attribute>`` to the trace creating it, or raise ``error``."""
     frame = _trace.deferring_frame()
@@ -148,8 +156,7 @@ def settle(variable: Any, attribute: str, value: jax.Array | None) -> None:
     if attribute == "_array":
         if value is not None:
             variable._array = initial_array(value, variable.name, None, variable._sharding)
-            if variable._sharding is None and variable._array.committed:
-                variable._sharding = variable._array.sharding  # as for a committed value
+            adopt_committed(variable)
     else:
         variable._trainable = (
             False if value is None else checked_trainable(value, variable.shape, variable.name)

@@ -81,11 +81,11 @@ from ._jit_key import (
     rebuilder,
     selector,
     split_statics,
+    where_named,
     with_slots,
 )
 from ._module import Module
-from ._scope import get_variable_scope
-from ._store import Store, active_store
+from ._store import Store
 from ._variable import Variable
 
 P = ParamSpec("P")
@@ -260,7 +260,7 @@ class Jitted:
             )
         key, leaves, treedef = cache_key(args, kwargs, statics, self._name)
         if self._by_name:  # the same call under another scope or store gets other variables
-            key = (key, id(active_store()), get_variable_scope().name)
+            key = where_named(key)
         entry = self._cache.get(key)
         if entry is None:
             with self._miss_lock:
@@ -331,7 +331,7 @@ class Jitted:
             )
         if not self._by_name and any(isinstance(u, Store) for u in found.used):
             self._by_name = True  # from now on keyed by scope and store too (not flat)
-            key = (key, id(active_store()), get_variable_scope().name)
+            key = where_named(key)
         ran = ()
         if found.pending:
             inputs = jax.tree_util.tree_leaves((traced_args, traced_kwargs))

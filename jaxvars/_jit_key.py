@@ -22,6 +22,8 @@ from jax._src.array import ArrayImpl
 
 from ._errors import JaxvarsTypeError
 from ._module import Module
+from ._scope import get_variable_scope
+from ._store import active_store
 from ._variable import Variable
 
 # Variables and Modules stand for state: transforms pass them as themselves.
@@ -202,3 +204,9 @@ def selector(positions: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]
     if not positions:
         return lambda source: ()
     return operator.itemgetter(*positions)
+
+
+def where_named(key: Any) -> Any:
+    """``key`` with where ``get_variable`` looks names up: the store and the scope
+    (for functions that look variables up by name, see ``Jitted``)."""
+    return (key, id(active_store()), get_variable_scope().name)

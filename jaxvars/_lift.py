@@ -117,8 +117,8 @@ def touched(
         traced = trace(transform(probe) if transform else probe, *args)
     except BaseException:
         # Never a tracer left behind as a value or a mask.
-        for variable, attribute, _ in (frames[-1].pending or []) if frames else ():
-            _initial.settle(variable, attribute, None)
+        pending = (frames[-1].pending or []) if frames else []
+        settle(pending, [None] * len(pending))
         raise
     frame = frames[-1]
     assigned = list(frame.assigned)

@@ -156,9 +156,7 @@ class Variable(ArrayOperators, SparseUpdates):
                 self._array = _initial.initial_array(
                     initial_value, name, dtype, self._sharding, owner=self
                 )
-        if self._sharding is None and type(self._array) is _ArrayImpl and self._array.committed:
-            # Placed by the user (device_put onto a device or a mesh): it stays there.
-            self._sharding = self._array.sharding
+        _initial.adopt_committed(self)
         # Not the setter: a new variable is in no compiled code, so nothing retraces.
         self._trainable = _initial.checked_trainable(trainable, self.shape, self._name, self)
         _placement.log_creation(name, self._array)
