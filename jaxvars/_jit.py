@@ -11,50 +11,38 @@ pytree structure, the objects' ids and the static values.
 An id can only be trusted while its object lives, so each entry watches the
 objects in its key with weak references and is evicted when one dies.
 
-**Discovery.** On a miss ``fn`` is traced abstractly once (``jax.make_jaxpr``)
-to learn which variables it reads and assigns, which modules' methods it
-runs and which collections it reads. ``get_variable`` variables it makes on
-a first call are created there; a variable made from a value the pass
-computed makes the pass run as the call (``_discover``). The jaxpr also says
-whether the computation can fail at run time (a callback): such entries
-never donate, so a failure changes nothing.
+**One trace.** On a miss ``fn`` is traced once (``_jit_trace``), given the
+variables it is expected to touch as inputs; the trace tells which it read,
+assigned and created, which modules' methods it ran and which collections
+it read, and its jaxpr whether the computation can fail at run time (a
+callback: such entries never donate, so a failure changes nothing). The
+entry (``_jit_entry``) compiles that same trace. A variable the guess missed
+(one the trace created with ``get_variable``, say) takes a second trace,
+with it as an input; so does a retrace for new shapes that touches a
+variable the entry lacks (Python control flow on state outside the
+arguments: compiling it as a constant would freeze its value).
 
-**Entry.** An entry holds a pure function of (assigned values, read values,
-dynamic leaves) and the two ``jax.jit`` objects made from it (donating and
-not); sharing one pure function, they share one trace, so a call that cannot
-donate never runs ``fn``'s Python again. Variables passed as arguments are
-not held by the entry but taken from each call's leaves, so compiled code
-never keeps a caller's variables or modules alive. The entry registers as a
-dependent of every variable it touches, every module it uses and every
-collection it reads (``_trace.depend``): changing a ``trainable``
-flag or a module's attributes, or a variable joining a collection, evicts
-exactly the entries that depend on it, and nothing else.
+**Created from what the step computed.** A variable made from a value the
+trace computed (an EMA's shadow of a weight the step just updated,
+``jv.Variable(x)``) takes that value, and the trace runs as the call, as
+``tf.function`` runs its first trace: the Python of later calls differs
+(the variable exists), and only this trace did what the first call must do
+(its random draws, for one). The next call traces again.
 
-**Retry.** The real trace can touch a variable discovery did not (Python
-control flow on state outside the arguments). Compiling it as a constant
-would freeze its value, so the trace raises ``_Rediscover``; the entry is
-extended with those variables and the call runs again.
-
-**Donation.** Assigned variables' old buffers are donated to the step,
-unless someone else still holds one (a reference count above ours), in
-which case that call copies. ``_trace.LAST`` remembers the outputs of the
-latest call; while no variable has been touched since, the next call of the
-same entry (its token) passes them straight back in, skipping the gather and
-the count. Everything from the gather to the write-back holds
-``_trace.STATE_LOCK``, as do eager reads and writes, so another thread can
-never be handed a buffer that is being donated, and concurrent steps never
-lose an update.
+**Dependents.** The entry registers as a dependent of every variable it
+touches, every module it uses and every collection it reads
+(``_trace.depend``): changing a ``trainable`` flag or a module's
+attributes, or a variable joining a collection, evicts exactly the entries
+that depend on it, and nothing else.
 """
 
 from __future__ import annotations
 
 import functools
-import operator
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
 
 import jax
 from jax._src import traceback_util
@@ -62,28 +50,21 @@ from jax.core import Tracer
 
 from . import _lift, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError
-from ._explain import (
-    ASSIGNS_UNDER_RAW_TRANSFORM,
-    CREATED_IN_TRACE,
-    control_flow_explained,
-    device_error,
-    may_fail_at_run_time,
-)
+from ._explain import ASSIGNS_UNDER_RAW_TRANSFORM, CREATED_IN_TRACE, may_fail_at_run_time
+from ._jit_entry import Entry
 from ._jit_key import (
     as_tuple,
     by_identity,
     cache_key,
     flat_key,
-    from_call,
-    from_slots,
     holder,
     is_traced,
     rebuilder,
-    selector,
     split_statics,
     where_named,
     with_slots,
 )
+from ._jit_trace import Rediscover, Trace, expected_variables
 from ._module import Module
 from ._store import Store
 from ._variable import Variable
@@ -92,133 +73,26 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _current_frame = _trace.current.get
-_get_array = operator.attrgetter("_array")
+
+# Traces of one call at most: a function whose variables keep changing between
+# traces never settles.
+_MAX_TRACES = 8
 
 
-class _Rediscover(Exception):
-    """Raised out of a trace that touched variables the compiled signature lacks."""
+class CacheInfo(NamedTuple):
+    """What a ``jv.jit`` function's cache did (``compiled.cache_info()``)."""
 
-    def __init__(self, frame: _trace.Frame) -> None:
-        super().__init__("internal: retrace with more variables")
-        self.discovered = list(frame.discovered)
-        self.assigned = list(frame.assigned)
-        self.used = list(frame.used)
-
-
-class _Entry:
-    """Compiled code for one key: what it reads and assigns, and ``run``, the hot path.
-
-    ``run`` is a closure with everything bound in advance. Its work before the
-    dispatch is kept to a minimum: measured on a 2-core machine, each
-    microsecond of Python before the dispatch costs 2-3 microseconds of step
-    time, while work after it overlaps the step.
-    """
-
-    __slots__ = (
-        "assigned",
-        "read",
-        "assigned_of",
-        "layout",
-        "may_fail",
-        "run",
-        "guards",
-        "owner",
-        "key",
-        "__weakref__",
-    )
-
-    def __init__(
-        self,
-        jitted: Jitted,
-        key: Any,
-        assigned: list[Variable | int],
-        read: list[Variable | int],
-        layout: Any,
-        may_fail: bool,
-    ) -> None:
-        # Each of assigned/read: Variables the entry holds, or positions of
-        # Variable arguments in the call's leaves (never held, see module doc).
-        self.assigned, self.read, self.layout, self.may_fail = assigned, read, layout, may_fail
-        self.owner = weakref.ref(jitted)
-        self.key = key
-        self.guards: list[weakref.ref] = []
-        holders = layout[0]
-        returns_variables = [False]  # set by a trace whose result holds a Variable
-        pure = jitted._pure(assigned, read, layout, returns_variables)
-        donating = jax.jit(pure, donate_argnums=(0,), **jitted._jit_kwargs)
-        copying = jax.jit(pure, **jitted._jit_kwargs)
-        select = selector([i for i, ref in enumerate(holders) if ref is None])
-        assigned_of = self.assigned_of = from_call(assigned)
-        read_of = from_call(read)
-        # Without Variable arguments the lists are fixed: no call per step.
-        fixed = all(isinstance(v, Variable) for v in (*assigned, *read))
-        fixed_assigned, fixed_read = (assigned_of(()), read_of(())) if fixed else ([], [])
-        fixed_committed = [v for v in fixed_assigned if v._sharding is not None]
-        refcount = sys.getrefcount
-        token = object()  # identifies this entry's outputs in _trace.LAST
-        latest, lock = _trace.LAST, _trace.STATE_LOCK
-        name = jitted._name
-
-        def run(source: Sequence[Any]) -> Any:
-            if fixed:
-                variables, reads = fixed_assigned, fixed_read
-            else:
-                variables, reads = assigned_of(source), read_of(source)
-            with lock:
-                held = latest[0]
-                latest[0] = None
-                if held is not None and held[0] is token:
-                    # Nothing touched a variable since our last call: these are the
-                    # arrays we wrote, and no one else was handed them.
-                    values, compiled = held[1], donating
-                else:
-                    values = list(map(_get_array, variables))
-                    # References to each buffer: the variable's slot, the list above
-                    # and getrefcount's argument. Any more means someone (a user's
-                    # `old = v.value`, another variable) still holds it: then this
-                    # call must not donate, or that array would be deleted under
-                    # its holder.
-                    shared = max(map(refcount, values), default=0) > 3
-                    compiled = copying if shared or may_fail else donating
-                del held
-                try:
-                    out, new_values = compiled(
-                        values, list(map(_get_array, reads)) if reads else [], select(source)
-                    )
-                    if may_fail:  # surface a run-time failure before anything is assigned
-                        jax.block_until_ready(new_values)
-                except ValueError as e:
-                    if "incompatible devices" not in str(e):
-                        raise
-                    raise device_error(name, variables, reads, select(source)) from None
-                # Drop the donated arrays before rebinding: measured, releasing them
-                # while the step runs is ~15 us/step cheaper than afterwards.
-                del values
-                for variable, value in zip(variables, new_values, strict=True):
-                    variable._array = value
-                moved = False
-                committed = fixed_committed if fixed else _committed(variables)
-                for variable in committed:
-                    if variable._array.sharding != variable._sharding:
-                        # XLA may choose another layout for an output than its
-                        # input's (a replicated bias can come back sharded): put it
-                        # back where the variable lives.
-                        variable._array = jax.device_put(variable._array, variable._sharding)
-                        moved = True
-                latest[0] = None if moved or may_fail else (token, new_values)
-            return _lift.restore_returned(out) if returns_variables[0] else out
-
-        self.run = run
-
-    def evict(self) -> None:
-        """Drop this entry from its function's cache (its key's objects changed or died)."""
-        jitted = self.owner()
-        if jitted is not None and jitted._cache.get(self.key) is self:
-            del jitted._cache[self.key]
+    traces: int  # runs of the function's Python (one per miss, two when a variable was missed)
+    hits: int  # calls that ran compiled code without tracing
+    misses: int  # calls that traced
+    entries: int  # compiled signatures cached now
 
 
-def _committed(variables: list[Variable]) -> list[Variable]:
-    return [v for v in variables if v._sharding is not None]
+class _Stats:
+    __slots__ = ("traces", "calls", "misses")
+
+    def __init__(self) -> None:
+        self.traces = self.calls = self.misses = 0
 
 
 class Jitted:
@@ -243,16 +117,25 @@ class Jitted:
                     "jax.device_put, or a variable's sharding=)."
                 )
         self._jit_kwargs = jit_kwargs
-        self._cache: dict[Any, _Entry] = {}
+        self._cache: dict[Any, Entry] = {}
+        self._stats = _Stats()
         self._by_name = False  # looks variables up by name (get_variable): see _call
+        # Weak references to the variables the latest trace touched or created:
+        # the next trace (new shapes, another key) expects them.
+        self._recent: list[weakref.ref] = []
         # One miss at a time: a thread must not run an entry whose first call
         # (the one creating its variables) is still giving them their values.
         self._miss_lock = threading.RLock()
+
+    def cache_info(self) -> CacheInfo:
+        stats = self._stats
+        return CacheInfo(stats.traces, stats.calls - stats.misses, stats.misses, len(self._cache))
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _current_frame() is not None:
             # Already inside a jaxvars trace (nested jv.jit): the outer one compiles.
             return self._fn(*args, **kwargs)
+        self._stats.calls += 1
         statics = ()
         if self._static_argnums or self._static_argnames:
             args, kwargs, statics = split_statics(
@@ -266,8 +149,12 @@ class Jitted:
             with self._miss_lock:
                 entry = self._cache.get(key)
                 if entry is None:
-                    entry, ran = self._discover(key, leaves, treedef, statics)
-                    if ran:  # the discovery pass was this call (see _discover)
+                    self._stats.misses += 1
+                    # How to rebuild the arguments from dynamic leaves, holding objects
+                    # weakly: compiled code must not keep the caller's objects alive.
+                    layout = (tuple(map(holder, leaves)), rebuilder(treedef, statics), treedef)
+                    entry, ran = self._discover(key, leaves, layout)
+                    if ran:  # the trace was this call (see the module doc)
                         return ran[0]
         if entry.assigned and any(isinstance(x, Tracer) for x in leaves):
             # Under a raw jax.vmap/grad/jit the new values would be that
@@ -276,97 +163,99 @@ class Jitted:
             raise JaxvarsTypeError(ASSIGNS_UNDER_RAW_TRANSFORM.format(fn=self._name, names=names))
         try:
             return entry.run(leaves)
-        except _Rediscover as more:
+        except Rediscover as more:
             return self._retry(entry, more, leaves)
 
-    def _retry(self, entry: _Entry, more: _Rediscover, source: Sequence[Any]) -> Any:
-        # Rare: Python code that took another branch touched more variables.
-        for _ in range(8):
-            entry = self._extend(entry, more, source)
-            try:
-                return entry.run(source)
-            except _Rediscover as again:
-                more = again
+    def _retry(self, entry: Entry, more: Rediscover, source: Sequence[Any]) -> Any:
+        """Trace again for an entry whose retrace touched more (or that asks for one)."""
+        with self._miss_lock:
+            if not more.touched:  # an entry that only asks for a trace: a miss not yet counted
+                self._stats.misses += 1
+            self._recent += [weakref.ref(v) for v in more.touched]
+            new, ran = self._discover(entry.key, source, entry.layout, strict=True)
+        return ran[0] if ran else new.run(source)
+
+    def _discover(
+        self, key: Any, leaves: Sequence[Any], layout: Any, strict: bool = False
+    ) -> tuple[Entry, tuple[Any, ...]]:
+        """Trace ``fn`` once for ``key`` and make its entry (see the module doc).
+
+        Returns the entry, and ``(result,)`` if the trace ran as the call.
+        With ``strict`` (the key was traced before), creating a variable is an
+        error: it would be created on every trace.
+        """
+        # The trace sees the call's own arguments (objects stand in as Slots), so
+        # JAX's tracing errors name fn's arguments as the user wrote them.
+        args, kwargs = with_slots(leaves, layout[2])
+        positions = {id(x): i for i, x in enumerate(leaves) if isinstance(x, Variable)}
+        for _ in range(_MAX_TRACES):
+            guess = expected_variables(self._fn, leaves, self._recent)
+            trace = Trace(self, layout, [positions.get(id(v), v) for v in guess], [False])
+            values = [v._array for v in trace.variables_of(leaves)]
+            traced = trace.jitted.trace(values, *args, **kwargs)
+            frame, trace.frame = trace.frame, None  # held no longer: it refers to the objects
+            assert frame is not None and frame.supply is not None
+            touched = list(frame.discovered)
+            self._recent = [weakref.ref(v) for v in dict.fromkeys([*touched, *frame.created])]
+            if strict and frame.created:
+                raise JaxvarsValueError(
+                    CREATED_IN_TRACE.format(fn=self._name, name=frame.created[0].name)
+                )
+            used = list(frame.used)
+            if not self._by_name and any(isinstance(u, Store) for u in used):
+                self._by_name = True  # from now on keyed by scope and store too (not flat)
+                key = where_named(key)
+            if frame.pending:
+                ran = self._run_as_call(trace, frame, values, args, kwargs)
+                # The next call traces again, and must create nothing.
+                return self._entry(key, leaves, layout, None, [], [], False, used), (ran,)
+            if any(v not in frame.supply for v in touched):  # the guess missed these
+                strict = True  # the next trace has them as inputs, and creates nothing
+                continue
+            assigned = list(frame.assigned)
+            read = [v for v in touched if v not in frame.assigned]
+            spec = functools.partial(_spec, positions)
+            trace.expect(spec(assigned), spec(touched))
+            may_fail = may_fail_at_run_time(traced.jaxpr.jaxpr)
+            return self._entry(key, leaves, layout, trace, assigned, read, may_fail, used), ()
         raise JaxvarsValueError(  # pragma: no cover - needs a function that keeps changing
             f"jv.jit({self._name}): the variables the function touches kept changing "
             "between traces; make the variables it uses depend only on its arguments' "
             "shapes and static arguments."
         )
 
-    def _discover(
-        self, key: Any, leaves: Sequence[Any], treedef: Any, statics: Any
-    ) -> tuple[_Entry, tuple[Any, ...]]:
-        """Trace abstractly once to learn which variables ``fn`` reads and assigns.
-
-        Variables that ``fn`` creates (``get_variable`` on a first call) are
-        created here, with concrete values, before anything is compiled.
-        Returns the entry, and ``(result,)`` if this pass ran as the call: a
-        variable made from a value the pass computed (an EMA's shadow of a
-        weight the step just updated, ``jv.Variable(x)``) takes that value, and
-        the pass runs as the call, as ``tf.function`` runs its first trace: the
-        Python of later calls differs (the variable exists), and only this pass
-        did what the first call must do (its random draws, for one).
-        """
-        # How to rebuild the arguments from dynamic leaves, holding objects weakly:
-        # compiled code must not keep the caller's modules and variables alive.
-        layout = (tuple(map(holder, leaves)), rebuilder(treedef, statics))
-
-        # The pass sees the call's own arguments (objects stand in as Slots), so
-        # JAX's tracing errors name fn's arguments as the user wrote them.
-        traced_args, traced_kwargs = with_slots(leaves, treedef)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            args, kwargs = layout[1](from_slots(args, kwargs, leaves))
-            with control_flow_explained(self._name):
-                return self._fn(*args, **kwargs)
-
-        if not statics:  # with statics taken out, fn's signature would misname them
-            call = functools.wraps(self._fn)(call)
-        with _trace.pass_of(self):
-            found = _lift.touched(
-                call,
-                *traced_args,
-                trace=lambda f, *a: jax.make_jaxpr(f, return_shape=True)(*a, **traced_kwargs),
-                defer=True,
-            )
-        if not self._by_name and any(isinstance(u, Store) for u in found.used):
-            self._by_name = True  # from now on keyed by scope and store too (not flat)
-            key = where_named(key)
-        ran = ()
-        if found.pending:
-            inputs = jax.tree_util.tree_leaves((traced_args, traced_kwargs))
-            ran = (_lift.run_as_call(found, inputs, self._jit_kwargs),)
-        may_fail = may_fail_at_run_time(found.traced[0].jaxpr)
-        entry = self._entry(key, leaves, layout, found.assigned, found.read, may_fail, found.used)
-        return entry, ran
-
-    def _extend(self, entry: _Entry, more: _Rediscover, source: Sequence[Any]) -> _Entry:
-        # Dicts as ordered sets: they compare variables by identity, not with ==.
-        assigned = dict.fromkeys([*entry.assigned_of(source), *more.assigned])
-        touched = dict.fromkeys([*from_call(entry.read)(source), *more.discovered])
-        read = [v for v in touched if v not in assigned]
-        return self._entry(
-            entry.key, source, entry.layout, list(assigned), read, entry.may_fail, more.used
-        )
+    def _run_as_call(
+        self, trace: Trace, frame: _trace.Frame, values: list[Any], args: Any, kwargs: Any
+    ) -> Any:
+        """Run the trace just made as the call: give the variables it created from
+        values it computed those values, apply its assignments, return its result
+        (placed by ``jax.jit``'s placement keywords, as the compiled step's would be)."""
+        placement = {k: v for k, v in self._jit_kwargs.items() if k in ("device", "backend")}
+        out, deferred, new = jax.jit(trace.function, **placement)(values, *args, **kwargs)
+        jax.block_until_ready((deferred, new))  # a failure (a callback) changes nothing
+        with _trace.STATE_LOCK:
+            _lift.settle(frame.pending or [], deferred)
+            _lift.apply(list(frame.assigned), new)
+        if "out_shardings" in self._jit_kwargs:
+            out = jax.device_put(out, self._jit_kwargs["out_shardings"])
+        return _lift.restore_returned(out)
 
     def _entry(
         self,
         key: Any,
         leaves: Sequence[Any],
         layout: Any,
+        trace: Trace | None,
         assigned: list[Variable],
         read: list[Variable],
         may_fail: bool,
         used: list[Any],
-    ) -> _Entry:
+    ) -> Entry:
         """Make, cache and watch the entry for ``key``."""
-        # Variable arguments are referred to by their position, never held.
         positions = {id(x): i for i, x in enumerate(leaves) if isinstance(x, Variable)}
-
-        def spec(variables: list[Variable]) -> list[Variable | int]:
-            return [positions.get(id(v), v) for v in variables]
-
-        entry = _Entry(self, key, spec(assigned), spec(read), layout, may_fail)
+        entry = Entry(
+            self, key, layout, trace, _spec(positions, assigned), _spec(positions, read), may_fail
+        )
         self._cache[key] = entry
         objects = [x for x in leaves if not is_traced(x) and by_identity(x)]
         # A module's submodules too: its methods may read their attributes
@@ -387,48 +276,10 @@ class Jitted:
         entry.guards = [weakref.ref(x, evict) for x in (*objects, *stores)]
         return entry
 
-    def _pure(
-        self,
-        assigned: list[Variable | int],
-        read: list[Variable | int],
-        layout: Any,
-        returns_variables: list[bool],
-    ) -> Callable:
-        """The pure function of (assigned values, read values, dynamic leaves)."""
-        fn, jitted = self._fn, self
-        holders, rebuild = layout
-        assigned_of, read_of = from_call(assigned), from_call(read)
-        fn_name = self._name
 
-        def pure(assigned_values: list[Any], read_values: list[Any], dynamic: list[Any]) -> Any:
-            rest = iter(dynamic)
-            call_leaves = [next(rest) if ref is None else ref() for ref in holders]
-            variables, reads = assigned_of(call_leaves), read_of(call_leaves)
-            args, kwargs = rebuild(call_leaves)
-            with _trace.pass_of(jitted), control_flow_explained(fn_name):
-                out, frame = _lift.run_pure(
-                    fn,
-                    [*variables, *reads],
-                    [*assigned_values, *read_values],
-                    args,
-                    kwargs,
-                    records=True,
-                    defer=True,  # a creation is then reported as one made on every trace
-                )
-            if frame.created:
-                raise JaxvarsValueError(
-                    CREATED_IN_TRACE.format(fn=fn_name, name=frame.created[0].name)
-                )
-            # A variable read or assigned that the signature lacks (Python code
-            # that took another branch) would be compiled in as a constant:
-            # retrace with it as an input instead.
-            expected = dict.fromkeys(variables)
-            if frame.discovered or any(v not in expected for v in frame.assigned):
-                raise _Rediscover(frame)
-            out = _lift.mark_returned(out, returns_variables)
-            return out, _lift.collect(frame, variables)
-
-        return pure
+def _spec(positions: dict[int, int], variables: list[Variable]) -> list[Variable | int]:
+    """Variable arguments by their position in the call's leaves (never held), others as is."""
+    return [positions.get(id(v), v) for v in variables]
 
 
 @overload
@@ -446,10 +297,11 @@ def jit(fn: Callable[..., Any] | None = None, **jit_kwargs: Any) -> Any:
     variable values and same-shaped inputs reuse the compiled code. A
     Variable that ``fn`` returns comes back as itself, holding its new value.
 
-    Compiling a new signature runs ``fn`` twice (an abstract pass that finds
-    the variables it touches and creates those it makes with ``get_variable``,
-    then the trace); Python side effects happen at those times only, as with
-    ``jax.jit``. A variable created from a value ``fn`` computed starts from
+    Compiling a new signature runs ``fn`` once, as ``jax.jit`` does (twice when
+    that trace created variables with ``get_variable`` that it then used, or
+    reached a variable in a way jaxvars could not foresee); Python side effects
+    happen at those times only. ``compiled.cache_info()`` counts traces, hits,
+    misses and entries. A variable created from a value ``fn`` computed starts from
     that value, as eagerly. Changing an attribute of a Module the function
     used (``layer.deterministic = True``) retraces once. Old buffers of
     assigned variables are donated, unless something else still holds them
@@ -479,7 +331,7 @@ def jit(fn: Callable[..., Any] | None = None, **jit_kwargs: Any) -> Any:
     if fn is None:
         return functools.partial(jit, **jit_kwargs)
     jitted = Jitted(fn, **jit_kwargs)
-    cache, slow, retry = jitted._cache, jitted._call, jitted._retry
+    cache, slow, retry, stats = jitted._cache, jitted._call, jitted._retry, jitted._stats
 
     # A plain function, not an object with __call__: measured, calling an
     # instance costs several microseconds more per step on 2 cores. It also
@@ -492,9 +344,10 @@ def jit(fn: Callable[..., Any] | None = None, **jit_kwargs: Any) -> Any:
         if not kwargs and _current_frame() is None:
             entry = cache.get(flat_key(args))
             if entry is not None:
+                stats.calls += 1
                 try:
                     return entry.run(args)
-                except _Rediscover as more:
+                except Rediscover as more:
                     return retry(entry, more, args)
         return slow(args, kwargs)
 
@@ -502,4 +355,5 @@ def jit(fn: Callable[..., Any] | None = None, **jit_kwargs: Any) -> Any:
     # and JAX's frames (measured: no cost per call beyond one Python frame).
     compiled = traceback_util.api_boundary(compiled)
     compiled._jitted = jitted  # type: ignore[attr-defined]  # for introspection and tests
+    compiled.cache_info = jitted.cache_info  # type: ignore[attr-defined]
     return compiled

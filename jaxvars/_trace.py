@@ -83,6 +83,7 @@ class Frame:
         "trace",
         "adapt",
         "pending",
+        "supply",
     )
 
     def __init__(self, values: dict[Variable, Any], *, records: bool) -> None:
@@ -101,6 +102,9 @@ class Frame:
         # (variable, attribute, traced value) of variables created from values
         # the trace computed; the transform computes them after the trace.
         self.pending: list[tuple[Variable, str, Any]] | None = None
+        # For jv.jit's trace: traced values of the variables it expects the
+        # function to touch, taken (and recorded as discovered) on first use.
+        self.supply: dict[Variable, Any] | None = None
 
     def read(self, variable: Variable) -> Any:
         frame: Frame | None = self
@@ -112,7 +116,9 @@ class Frame:
                 # Unknown to this jit/loop: take the value from outside (a
                 # constant, or an outer frame's tracer) and remember it, so the
                 # transform can retrace with the variable as an input.
-                value = frame.parent.read(variable) if frame.parent else concrete(variable)
+                value = frame.supply.get(variable, _MISSING) if frame.supply else _MISSING
+                if value is _MISSING:
+                    value = frame.parent.read(variable) if frame.parent else concrete(variable)
                 if frame.adapt is not None:
                     value = frame.adapt(variable, value)
                 frame.values[variable] = value

@@ -108,3 +108,19 @@ def test_every_docstring_example_runs_methods_included():
                 ran += 1
     assert not failed
     assert ran > 45  # functions, classes, and methods such as Module.summary
+
+
+# Modules whose switch to _jax_private is under way in another change; empty it then.
+_SWITCHING_TO_JAX_PRIVATE = {"_jit.py", "_jit_key.py", "_trace.py"}
+
+
+def test_only_jax_private_reaches_into_jax_internals():
+    """A JAX upgrade that moves a private name breaks one module: jaxvars/_jax_private.py
+    is the only one that names ``jax._src`` (its docstring says why each name)."""
+    import pathlib
+    import re
+
+    internal = re.compile(r"\bjax\._src\b|from\s+jax\s+import\s+[^\n]*\b_src\b")
+    package = pathlib.Path(jv.__file__).parent
+    naming = {p.name for p in package.glob("*.py") if internal.search(p.read_text())}
+    assert naming - _SWITCHING_TO_JAX_PRIVATE == {"_jax_private.py"}

@@ -1,0 +1,225 @@
+"""The one trace of a jv.jit function per signature, and the guess that makes it one.
+
+jax.jit needs the values of every variable a function reads as inputs, but
+which variables those are is only known once the function has run. Tracing
+twice (once to find them, once with them as inputs) doubled the first call's
+tracing time. Instead the trace is given, as inputs, the variables the
+function is *expected* to touch (``expected_variables``: those of its
+arguments, of the objects its code refers to, and those the previous trace
+of the same function touched), and a read takes its traced value from that
+supply. The trace so made is the one compiled: the entry's ``jax.jit`` calls
+the same function on the same abstract inputs, which JAX's trace cache
+answers without running the user's Python again.
+
+Only a variable outside the supply (created by this very trace, or reached in
+a way the guess missed) needs a second trace, with it added (``Rediscover``).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+
+from . import _lift, _trace
+from ._errors import JaxvarsValueError
+from ._explain import CREATED_IN_TRACE, control_flow_explained
+from ._jit_key import Slot, from_call
+from ._module import Module
+from ._variable import Variable
+
+
+class Rediscover(Exception):
+    """Raised out of a trace that touched variables its signature lacks."""
+
+    def __init__(self, frame: _trace.Frame | None) -> None:
+        super().__init__("internal: retrace with more variables")
+        self.touched = list(frame.discovered) if frame is not None else []
+
+
+class Trace:
+    """``fn`` as a pure function of (supplied variable values, the call's arguments).
+
+    ``function(values, *args, **kwargs)`` returns ``(result, deferred values,
+    assigned values)``; ``args`` are the call's arguments with each untraced
+    leaf (an object, a static value) replaced by a ``Slot``. Until ``expect``
+    is called (discovery) it returns the values of what it assigned, in
+    order, and ``frame`` tells what it touched; afterwards (a retrace by the
+    entry's ``jax.jit``, for new shapes) it returns exactly the expected
+    assignments and raises ``Rediscover`` if it touched anything else.
+    """
+
+    def __init__(
+        self, jitted: Any, layout: Any, supplied: list[Variable | int], returns: list[bool]
+    ) -> None:
+        self.supplied = supplied  # Variables, or positions of Variable arguments
+        self.returns = returns  # [True] once a trace returned a Variable
+        self.variables_of = from_call(supplied)
+        self.frame: _trace.Frame | None = None  # the latest trace's
+        # After discovery: (what it assigns, what it touches), as from_call specs.
+        self.expected: tuple[list[Variable | int], list[Variable | int]] | None = None
+        fn, name = jitted._fn, jitted._name
+        holders, rebuild, _ = layout
+        trace = self
+
+        def function(values: list[Any], *args: Any, **kwargs: Any) -> Any:
+            jitted._stats.traces += 1
+            if trace.expected is not None:  # a retrace for new shapes: a miss of its own
+                jitted._stats.misses += 1
+            objects = [None if h is None else h() for h in holders]
+            leaves = _from_slots(args, kwargs, objects)
+            supply = dict(zip(trace.variables_of(leaves), values, strict=True))
+            call_args, call_kwargs = rebuild(leaves)
+            with (
+                _trace.pass_of(jitted),
+                control_flow_explained(name),
+                _trace.frame({}, records=True) as frame,
+            ):
+                frame.supply, frame.pending = supply, []
+                if trace.expected is None:  # discovery reads it (and then drops it)
+                    trace.frame = frame
+                try:
+                    out = fn(*call_args, **call_kwargs)
+                except BaseException:
+                    _lift.settle(frame.pending, [None] * len(frame.pending))
+                    raise
+            assigned: Iterable[Variable] = frame.assigned
+            if trace.expected is not None:
+                assigned_spec, touched_spec = trace.expected
+                if frame.created:
+                    raise JaxvarsValueError(
+                        CREATED_IN_TRACE.format(fn=name, name=frame.created[0].name)
+                    )
+                assigned = from_call(assigned_spec)(leaves)
+                allowed = dict.fromkeys(from_call(touched_spec)(leaves))  # identity membership
+                expected = dict.fromkeys(assigned)
+                if any(v not in allowed for v in frame.discovered) or any(
+                    v not in expected for v in frame.assigned
+                ):
+                    raise Rediscover(frame)
+            values_now = frame.values
+            new = [values_now[v] if v in values_now else supply[v] for v in assigned]
+            deferred = [traced for *_, traced in frame.pending]
+            return _lift.mark_returned(out, returns), deferred, new
+
+        self.function = _named_like(function, fn, jitted._static_argnums or jitted._static_argnames)
+        self.jitted = jax.jit(self.function)
+
+    def expect(self, assigned: list[Variable | int], touched: list[Variable | int]) -> None:
+        """From now on (retraces for new shapes) assign ``assigned`` and touch only ``touched``
+        (specs: Variables, or positions of Variable arguments)."""
+        self.expected = (assigned, touched)
+
+
+def _from_slots(args: Any, kwargs: Any, objects: list[Any]) -> list[Any]:
+    flat = jax.tree_util.tree_leaves((args, kwargs), is_leaf=lambda x: isinstance(x, Slot))
+    return [objects[x.index] if isinstance(x, Slot) else x for x in flat]
+
+
+def _named_like(function: Callable[..., Any], fn: Callable[..., Any], statics: Any) -> Any:
+    """``function`` wearing ``fn``'s name, source line and signature (after a leading
+    ``variables``), so that JAX's tracing errors name the user's function and arguments."""
+    function.__name__ = getattr(fn, "__name__", function.__name__)
+    function.__qualname__ = getattr(fn, "__qualname__", function.__qualname__)
+    function.__wrapped__ = fn  # type: ignore[attr-defined]  # JAX's source line follows it
+    first = inspect.Parameter("variables", inspect.Parameter.POSITIONAL_ONLY)
+    try:
+        # With static arguments taken out, fn's parameters would misname the rest.
+        parameters = [] if statics else list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin or a signature-less callable
+        parameters = []
+    if not parameters:
+        parameters = [
+            inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+            inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+        ]
+    function.__signature__ = inspect.Signature([first, *parameters])  # type: ignore[attr-defined]
+    return function
+
+
+# -- the guess -------------------------------------------------------------------------------
+
+_LIMIT = 100_000  # objects visited at most per guess: a guess must stay cheap
+_OPAQUE = (type, types.ModuleType, jax.Array, str, bytes, int, float, complex, bool)
+
+
+def expected_variables(
+    fn: Callable[..., Any], leaves: Sequence[Any], recent: Iterable[weakref.ref]
+) -> list[Variable]:
+    """The variables a call of ``fn`` with ``leaves`` will probably touch, in a fixed order.
+
+    Those of the arguments (Variables, Modules, objects holding them), of the
+    objects ``fn``'s closure and globals refer to, and those the previous
+    trace touched. A variable missed costs a second trace, one too many only an
+    unused input; abstract variables (no value yet) are left out.
+    """
+    found: dict[Variable, None] = {}
+    seen: set[int] = set()
+
+    def visit(x: Any, depth: int) -> None:
+        if len(seen) > _LIMIT or id(x) in seen or isinstance(x, _OPAQUE):
+            return
+        seen.add(id(x))
+        if isinstance(x, Variable):
+            if isinstance(x._array, jax.Array):  # not abstract (no value yet)
+                found[x] = None
+        elif isinstance(x, Module):
+            try:
+                for variable in x.variables:
+                    visit(variable, depth)
+            except Exception:  # a path collision: the trace will say so, not the guess
+                pass
+        elif depth > 0:
+            for inner in _referred(x):
+                visit(inner, depth - 1)
+
+    for leaf in leaves:
+        visit(leaf, 2)
+    visit(fn, 3)
+    for ref in recent:
+        variable = ref()
+        if variable is not None:
+            visit(variable, 0)
+    return list(found)
+
+
+def _referred(x: Any) -> list[Any]:
+    """What an object refers to that may hold variables."""
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return list(x)
+    if isinstance(x, dict):
+        return list(x.values())
+    if isinstance(x, functools.partial):
+        return [x.func, *x.args, *x.keywords.values()]
+    if isinstance(x, types.MethodType):
+        return [x.__self__, x.__func__]
+    if isinstance(x, types.FunctionType):
+        cells = [c.cell_contents for c in x.__closure__ or () if _filled(c)]
+        names = _global_names(x.__code__)
+        return [*cells, *[x.__globals__[n] for n in names if n in x.__globals__]]
+    try:
+        return list(vars(x).values())
+    except TypeError:  # no __dict__
+        return []
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018  # an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
+def _global_names(code: types.CodeType) -> list[str]:
+    """The global names ``code`` (and code nested in it, lambdas and inner functions) uses."""
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.extend(_global_names(const))
+    return names
