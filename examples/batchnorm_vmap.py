@@ -19,17 +19,18 @@ import jaxvars as jv
 
 
 class BatchNorm(jv.Module):
-    def __init__(self, features: int, momentum: float = 0.9):
+    def __init__(self, features: int, momentum: float = 0.9) -> None:
         super().__init__()
         self.momentum = momentum
         self.mean = jv.Variable(jnp.zeros(features), name="mean", trainable=False)
         self.var = jv.Variable(jnp.ones(features), name="var", trainable=False)
 
-    def __call__(self, x, training: bool):
+    def __call__(self, x: jax.Array, training: bool) -> jax.Array:
         """``x``: one example of shape (features,); mapped over the batch by jv.vmap."""
         if training:
-            mean = jax.lax.pmean(x, "batch")
-            var = jax.lax.pmean((x - mean) ** 2, "batch")
+            # Annotated: jax.lax.pmean is not, so its results would be Any.
+            mean: jax.Array = jax.lax.pmean(x, "batch")
+            var: jax.Array = jax.lax.pmean((x - mean) ** 2, "batch")
             m = self.momentum
             self.mean.assign(m * self.mean + (1 - m) * mean)
             self.var.assign(m * self.var + (1 - m) * var)
@@ -42,9 +43,11 @@ def main() -> None:
     norm = BatchNorm(3)
     step = jv.jit(jv.vmap(lambda x: norm(x, training=True), axis_name="batch"))
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        batch = jnp.asarray(rng.normal(loc=[1.0, -2.0, 5.0], scale=[1.0, 0.5, 2.0], size=(64, 3)))
-        normalised = step(batch.astype(jnp.float32))
+    batches = [
+        rng.normal(loc=[1.0, -2.0, 5.0], scale=[1.0, 0.5, 2.0], size=(64, 3)) for _ in range(50)
+    ]
+    outputs = [step(jnp.asarray(batch).astype(jnp.float32)) for batch in batches]
+    normalised = outputs[-1]
     print("running mean", np.round(norm.mean.numpy(), 2), "(data: [1, -2, 5])")
     print("running var ", np.round(norm.var.numpy(), 2), "(data: [1, 0.25, 4])")
     print("batch after normalising: mean", np.round(np.asarray(normalised.mean(0)), 3))
@@ -55,7 +58,7 @@ def main() -> None:
         np.round(np.asarray(evaluate(jnp.array([[1.0, -2.0, 5.0]]))), 3),
     )
 
-    def per_example(x):
+    def per_example(x: jax.Array) -> jax.Array:
         norm.mean.assign(x)  # differs per lane: refused
         return x
 

@@ -19,12 +19,18 @@ of the model cannot exist in either of them:
 Run: python examples/big_model_init.py
 """
 
+from __future__ import annotations
+
 import os
 import resource
 import socket
 import subprocess
 import sys
 import tempfile
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported inside the functions, once the environment is set
+    import jaxvars as jv
 
 LAYERS = 16
 ROWS, COLS = (2048, 2048) if os.environ.get("JAXVARS_QUICK") else (4096, 4096)
@@ -32,13 +38,13 @@ MODEL_BYTES = LAYERS * ROWS * COLS * 4
 ROOM = 32 * 2**20  # for the runtime's own allocations while the cap holds
 
 
-def memory(field):
+def memory(field: str) -> int:
     """VmSize (address space) or VmHWM (peak resident memory) in bytes."""
     with open("/proc/self/status") as f:
         return int(next(line for line in f if line.startswith(field + ":")).split()[1]) * 1024
 
 
-def worker(process_id, port, directory):
+def worker(process_id: int, port: int, directory: str) -> None:
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
@@ -46,15 +52,16 @@ def worker(process_id, port, directory):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
     import numpy as np
-    from jax.sharding import Mesh, PartitionSpec
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     import jaxvars as jv
 
     say = print if process_id == 0 else (lambda *a: None)
+
     mesh = Mesh(np.array(jax.devices()), ("model",))
     init = jax.nn.initializers.normal(0.02)
 
-    def build(spec):
+    def build(spec: PartitionSpec) -> list[jv.Variable]:
         with jv.sharding_rules({".*": spec}, mesh), jv.variable_scope("model"):
             return [jv.get_variable(f"w{i}", (ROWS, COLS), initializer=init) for i in range(LAYERS)]
 
@@ -95,11 +102,13 @@ def worker(process_id, port, directory):
     same = all(
         bool(jax.numpy.array_equal(a.value, b.value)) for a, b in zip(model, restored, strict=True)
     )
-    say(f"restored onto a 2x4 mesh: {restored[0].sharding.spec}, equal to the original: {same}")
+    layout = restored[0].sharding
+    assert isinstance(layout, NamedSharding)  # the rules lay variables out on a mesh
+    say(f"restored onto a 2x4 mesh: {layout.spec}, equal to the original: {same}")
     jax.distributed.shutdown()
 
 
-def build_abstract():
+def build_abstract() -> list[jv.Variable]:
     import jax.numpy as jnp
 
     import jaxvars as jv
@@ -108,7 +117,7 @@ def build_abstract():
         return [jv.Variable(jnp.zeros((ROWS, COLS)), name=f"w{i}") for i in range(LAYERS)]
 
 
-def main():
+def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

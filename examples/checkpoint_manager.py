@@ -13,6 +13,8 @@ Run: python examples/checkpoint_manager.py
 
 import os
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,23 +29,23 @@ y = jnp.sin(x.sum(axis=1, keepdims=True))
 
 
 class Model(jv.Module):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.w1 = jv.Variable(jv.random.normal((4, 32)) * 0.5, name="w1")
         self.w2 = jv.Variable(jv.random.normal((32, 1)) * 0.2, name="w2")
 
-    def __call__(self, inputs):
+    def __call__(self, inputs: jax.Array) -> jax.Array:
         return jnp.tanh(inputs @ self.w1) @ self.w2
 
 
-def start():
+def start() -> tuple[Model, Callable[[], jax.Array], dict[str, Any]]:
     """A fresh run: model, optimiser, a jitted step, and the checkpoint target."""
     jv.random.set_seed(0)
     model = Model()
     opt = jv.Optimizer(optax.adam(0.02), model)
 
     @jv.jit
-    def step():
+    def step() -> jax.Array:
         noisy = x + 0.05 * jv.random.normal(x.shape)  # draws from the stream
         loss, grads = jv.value_and_grad(lambda: jnp.mean((model(noisy) - y) ** 2), model)()
         opt.apply_gradients(grads)
@@ -53,17 +55,17 @@ def start():
     return model, step, target
 
 
-def validation_loss(model):
+def validation_loss(model: Model) -> float:
     return float(jnp.mean((model(x) - y) ** 2))
 
 
 # The uninterrupted run, for comparison.
 with jv.Store():
-    _, step, _ = start()
+    step = start()[1]
     uninterrupted = [float(step()) for _ in range(STEPS)]
 
 directory = os.path.join(tempfile.mkdtemp(), "run")
-losses = []
+losses: list[float] = []
 with jv.Store():
     model, step, target = start()
     with jv.CheckpointManager(

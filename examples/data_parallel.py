@@ -33,31 +33,33 @@ Y = jnp.sin(X[:, :4].sum(axis=1, keepdims=True))
 
 
 class Dense(jv.Module):
-    def __init__(self, n_in, n_out, name=None):
+    def __init__(self, n_in: int, n_out: int, name: str | None = None) -> None:
         super().__init__(name=name)
         self.w = jv.Variable(jv.random.normal((n_in, n_out)) * np.sqrt(2 / n_in), name="w")
         self.b = jv.Variable(jnp.zeros(n_out), name="b")
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         return x @ self.w + self.b
 
 
 class MLP(jv.Module):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         # Named layers give variables stable names ("mlp/up/w") for the rules.
         self.up = Dense(16, 64, name="up")
         self.down = Dense(64, 1, name="down")
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         return self.down(jax.nn.relu(self.up(x)))
 
 
-def train(rules=None, mesh=None, batch_spec=None):
+def train(
+    rules: dict[str, P] | None = None, mesh: Mesh | None = None, batch_spec: P | None = None
+) -> tuple[np.ndarray, MLP, jv.Optimizer]:
     """Train a fresh model under the given sharding rules; returns losses and the model."""
     jv.random.set_seed(0)
     with jv.Store():
-        if rules is None:
+        if rules is None or mesh is None or batch_spec is None:
             model = MLP()
             opt = jv.Optimizer(optax.adam(1e-2), model)
             x, y = X, Y
@@ -69,7 +71,7 @@ def train(rules=None, mesh=None, batch_spec=None):
             y = jax.device_put(Y, NamedSharding(mesh, batch_spec))
 
         @jv.jit
-        def step(model, x, y):
+        def step(model: MLP, x: jax.Array, y: jax.Array) -> jax.Array:
             loss, grads = jv.value_and_grad(lambda: jnp.mean((model(x) - y) ** 2), model)()
             opt.apply_gradients(grads)
             return loss
@@ -78,10 +80,15 @@ def train(rules=None, mesh=None, batch_spec=None):
         return losses, model, opt
 
 
-def show(title, model, opt):
+def show(title: str, model: MLP, opt: jv.Optimizer) -> None:
     print(f"\n{title}")
     for path, v in model.named_variables().items():
-        where = v.sharding.spec if v.device is None else f"{v.device.platform}:{v.device.id}"
+        device, sharding = v.device, v.sharding
+        if device is not None:
+            where = f"{device.platform}:{device.id}"
+        else:  # sharded over several devices: by the rules, on the mesh
+            assert isinstance(sharding, NamedSharding)
+            where = str(sharding.spec)
         print(f"  {path:<8} {str(v.shape):<9} {where}")
     mu = opt.state_variables["optimizer/0/mu/up/w"]
     print(f"  adam state mu/up/w is sharded like up/w: {mu.sharding == model.up.w.sharding}")

@@ -24,7 +24,7 @@ with jv.device("CPU:0"):
     # Create some tensors
     a = jv.Variable([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     b = jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
-    c = jnp.matmul(a, b)
+    c = jnp.matmul(a.value, b)  # .value: jax.numpy's ArrayLike type lists no Variable
 
 print(c)
 
@@ -32,11 +32,11 @@ print(c)
 # are copied to the device of the computation.
 with jv.device("CPU:0"):
     a = jv.Variable([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
-    b = jv.Variable([[1.0, 2.0, 3.0]])
+    row = jv.Variable([[1.0, 2.0, 3.0]])
 
 with jv.device("GPU:0"):
     # Element-wise multiply
-    k = a * b
+    k = a * row
 
 print(k)
 print("k computed on:", [f"{d.platform}:{d.id}" for d in k.devices()])

@@ -25,27 +25,27 @@ STEPS = 60 if os.environ.get("JAXVARS_QUICK") else 400
 
 
 class Dense(jv.Module):
-    def __init__(self, n_in: int, n_out: int):
+    def __init__(self, n_in: int, n_out: int) -> None:
         super().__init__()
         self.w = jv.Variable(jv.random.normal((n_in, n_out)) * np.sqrt(2.0 / n_in), name="w")
         self.b = jv.Variable(jnp.zeros(n_out), name="b")
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         return x @ self.w + self.b
 
 
 class MLP(jv.Module):
-    def __init__(self, sizes: list[int]):
+    def __init__(self, sizes: list[int]) -> None:
         super().__init__()
         self.layers = [Dense(m, n) for m, n in zip(sizes[:-1], sizes[1:], strict=True)]
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         for layer in self.layers[:-1]:
             x = jax.nn.relu(layer(x))
         return self.layers[-1](x)
 
 
-def two_moons(n: int = 400, seed: int = 0):
+def two_moons(n: int = 400, seed: int = 0) -> tuple[jax.Array, jax.Array]:
     rng = np.random.default_rng(seed)
     angle = rng.uniform(0, np.pi, n)
     upper = np.stack([np.cos(angle), np.sin(angle)], 1)
@@ -61,25 +61,24 @@ def main() -> None:
     print(f"{MEMBERS} members, variables {[tuple(v.shape) for v in ensemble.variables]}")
     opt = jv.Optimizer(optax.adam(1e-2), ensemble)
 
-    def member_logits():
+    def member_logits() -> jax.Array:
         return jv.vmap(lambda: ensemble(x), axis_size=MEMBERS, variable_axes={ensemble: 0})()
 
-    def member_losses():
+    def member_losses() -> jax.Array:
         logits = member_logits()  # (members, points, classes)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y[None]).mean(axis=1)
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y[None]), axis=1)
 
-    def total_loss():
+    def total_loss() -> tuple[jax.Array, jax.Array]:
         losses = member_losses()
         return losses.sum(), losses  # summed, each member's gradient is its own
 
     @jv.jit
-    def step():
+    def step() -> jax.Array:
         (_, losses), grads = jv.value_and_grad(total_loss, ensemble, has_aux=True)()
         opt.apply_gradients(grads)
         return losses
 
-    for _ in range(STEPS):
-        losses = step()
+    losses = [step() for _ in range(STEPS)][-1]
     for i, loss in enumerate(np.asarray(losses)):
         print(f"member {i}: loss {loss:.4f}")
     probabilities = jax.nn.softmax(jv.jit(member_logits)(), axis=-1).mean(axis=0)

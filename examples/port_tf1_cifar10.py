@@ -39,7 +39,9 @@ LEARNING_RATE_DECAY_FACTOR = 0.1
 # -- cifar10.py: the model's variables ------------------------------------------------------
 
 
-def _variable_on_cpu(name, shape, initializer):
+def _variable_on_cpu(
+    name: str, shape: list[int], initializer: jax.nn.initializers.Initializer
+) -> jv.Variable:
     # TF: with tf.device('/cpu:0'):
     #         var = tf.get_variable(name, shape, initializer=initializer, dtype=tf.float32)
     # TF kept variables on the host to share them between GPU towers. A jitted
@@ -48,7 +50,9 @@ def _variable_on_cpu(name, shape, initializer):
         return jv.get_variable(name, shape, initializer=initializer, dtype=jnp.float32)
 
 
-def _variable_with_weight_decay(name, shape, stddev, wd):
+def _variable_with_weight_decay(
+    name: str, shape: list[int], stddev: float, wd: float | None
+) -> jv.Variable:
     # TF: var = _variable_on_cpu(name, shape, tf.truncated_normal_initializer(stddev=stddev))
     #     if wd is not None:
     #         weight_decay = tf.multiply(tf.nn.l2_loss(var), wd, name='weight_loss')
@@ -64,26 +68,31 @@ def _variable_with_weight_decay(name, shape, stddev, wd):
         )
 
 
-def conv2d(x, kernel):
+def conv2d(x: jax.Array, kernel: jv.Variable) -> jax.Array:
     # TF: tf.nn.conv2d(x, kernel, [1, 1, 1, 1], padding='SAME')
     return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        x, kernel.value, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
 
 
-def max_pool(x):
+def max_pool(x: jax.Array) -> jax.Array:
     # TF: tf.nn.max_pool(x, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding='SAME')
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "SAME")
+    pooled: jax.Array = jax.lax.reduce_window(  # annotated: JAX types its result Any
+        x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "SAME"
+    )
+    return pooled
 
 
-def lrn(x, radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75):
+def lrn(
+    x: jax.Array, radius: int = 4, bias: float = 1.0, alpha: float = 0.001 / 9.0, beta: float = 0.75
+) -> jax.Array:
     # TF: tf.nn.lrn(x, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75)
     squares = jnp.pad(x * x, ((0, 0), (0, 0), (0, 0), (radius, radius)))
     window = sum(squares[..., i : i + x.shape[-1]] for i in range(2 * radius + 1))
     return x / (bias + alpha * window) ** beta
 
 
-def inference(images):
+def inference(images: jax.Array) -> jax.Array:
     """cifar10.inference: conv1, pool1, norm1, conv2, norm2, pool2, local3, local4, linear."""
     # TF: with tf.variable_scope('conv1') as scope:
     with jv.variable_scope("conv1"):
@@ -117,11 +126,11 @@ def inference(images):
         return local4 @ weights + biases
 
 
-def tower_loss(images, labels):
+def tower_loss(images: jax.Array, labels: jax.Array) -> jax.Array:
     """cifar10.loss for one tower: cross entropy plus the weight decay terms."""
     logits = inference(images)
     # TF: cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    cross_entropy = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
     # TF: tf.add_n(tf.get_collection('losses', scope), name='total_loss')
     return cross_entropy + jv.regularization_loss()
 
@@ -138,11 +147,12 @@ schedule = optax.exponential_decay(
 )
 # TF: variable_averages = tf.train.ExponentialMovingAverage(MOVING_AVERAGE_DECAY, global_step)
 variable_averages = jv.ExponentialMovingAverage(MOVING_AVERAGE_DECAY, num_updates=global_step)
-optimizer = None  # made on the first step, once the towers made the variables (as in TF)
+# Made on the first step, once the towers made the variables (as in TF).
+optimizer: jv.Optimizer | None = None
 
 
 @jv.jit
-def train_step(images, labels):
+def train_step(images: jax.Array, labels: jax.Array) -> jax.Array:
     global optimizer
     tower_grads, losses = [], []
     # TF: with tf.variable_scope(tf.get_variable_scope()):
@@ -165,10 +175,11 @@ def train_step(images, labels):
     if optimizer is None:
         optimizer = jv.Optimizer(optax.sgd(schedule), jv.trainable_variables())
     # TF: apply_gradient_op = opt.apply_gradients(grads, global_step=global_step)
-    optimizer.apply_gradients(list(zip(grads, variables, strict=True)), global_step=global_step)
+    shared = jv.trainable_variables()  # the variables every tower differentiated
+    optimizer.apply_gradients(list(zip(grads, shared, strict=True)), global_step=global_step)
     # TF: variables_averages_op = variable_averages.apply(tf.trainable_variables())
     variable_averages.apply(jv.trainable_variables())
-    return sum(losses) / NUM_TOWERS
+    return jnp.mean(jnp.stack(losses))
 
 
 # -- generated data and cifar10_eval.py --------------------------------------------------------
@@ -177,7 +188,7 @@ jv.random.set_seed(0)
 patterns = jax.random.normal(jax.random.PRNGKey(0), (NUM_CLASSES, IMAGE_SIZE, IMAGE_SIZE, 3))
 
 
-def batch(step, size):
+def batch(step: int, size: int) -> tuple[jax.Array, jax.Array]:
     key = jax.random.PRNGKey(step + 1)
     labels = jax.random.randint(key, (size,), 0, NUM_CLASSES)
     noise = jax.random.normal(jax.random.fold_in(key, 1), (size, IMAGE_SIZE, IMAGE_SIZE, 3))
@@ -185,7 +196,7 @@ def batch(step, size):
 
 
 @jv.jit
-def precision_at_1(images, labels):
+def precision_at_1(images: jax.Array, labels: jax.Array) -> jax.Array:
     # cifar10_eval.py builds its own graph, getting the trained variables.
     with jv.variable_scope(jv.get_variable_scope(), reuse=True):
         logits = inference(images)

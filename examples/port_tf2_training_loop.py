@@ -31,43 +31,43 @@ CHECKPOINTS = pathlib.Path(tempfile.gettempdir()) / "jaxvars_tf2_loop"
 
 # TF: class Dense(tf.Module):
 class Dense(jv.Module):
-    def __init__(self, n_in, n_out, name=None):
+    def __init__(self, n_in: int, n_out: int, name: str | None = None) -> None:
         super().__init__(name=name)
         # TF: self.w = tf.Variable(tf.random.normal([n_in, n_out]) * 0.1, name='w')
         self.w = jv.Variable(jv.random.normal((n_in, n_out)) * 0.1, name="w")
         # TF: self.b = tf.Variable(tf.zeros([n_out]), name='b')
         self.b = jv.Variable(jnp.zeros(n_out), name="b")
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         return x @ self.w + self.b
 
 
 class Model(jv.Module):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.hidden = Dense(8, 32)
         self.out = Dense(32, 1)
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         return self.out(jax.nn.relu(self.hidden(x)))
 
 
 # TF: class Mean(tf.keras.metrics.Metric) with add_weight('total'), add_weight('count')
 class Mean(jv.Module):
-    def __init__(self, name=None):
+    def __init__(self, name: str | None = None) -> None:
         super().__init__(name=name)
         self.total = jv.Variable(0.0, name="total", trainable=False)
         self.count = jv.Variable(0.0, name="count", trainable=False)
 
-    def update_state(self, values):
+    def update_state(self, values: jax.Array) -> None:
         # TF: self.total.assign_add(tf.reduce_sum(values)); self.count.assign_add(n)
         self.total += jnp.sum(values)
         self.count += jnp.size(values)
 
-    def result(self):
-        return self.total / jnp.maximum(self.count, 1.0)
+    def result(self) -> jax.Array:
+        return self.total / jnp.maximum(self.count.value, 1.0)
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         # TF: for v in self.variables: v.assign(tf.zeros_like(v))
         for v in self.variables:
             v.assign(jnp.zeros_like(v))
@@ -77,7 +77,7 @@ jv.random.set_seed(0)
 true_w = jax.random.normal(jax.random.PRNGKey(42), (8, 1))
 
 
-def batch(step, size=64):
+def batch(step: int, size: int = 64) -> tuple[jax.Array, jax.Array]:
     x = jax.random.normal(jax.random.PRNGKey(step), (size, 8))
     return x, jnp.sin(x @ true_w)
 
@@ -92,7 +92,7 @@ step = jv.Variable(0, name="step", trainable=False)
 
 # TF: @tf.function
 @jv.jit
-def train_step(x, y):
+def train_step(x: jax.Array, y: jax.Array) -> None:
     # TF: with tf.GradientTape() as tape:
     #         loss = tf.reduce_mean((model(x) - y) ** 2)
     #     grads = tape.gradient(loss, model.trainable_variables)
@@ -105,7 +105,7 @@ def train_step(x, y):
 
 # TF: @tf.function
 @jv.jit
-def val_step(x, y):
+def val_step(x: jax.Array, y: jax.Array) -> None:
     val_loss.update_state(jnp.mean((model(x) - y) ** 2))
 
 

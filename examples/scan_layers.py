@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -25,20 +26,22 @@ STEPS = 5 if os.environ.get("JAXVARS_QUICK") else 50
 class Deep(jv.Module):
     """``DEPTH`` residual layers whose weights are stacked on axis 0."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.w = jv.Variable(jv.random.normal((DEPTH, WIDTH, WIDTH)) * 0.02, name="w")
         self.b = jv.Variable(jnp.zeros((DEPTH, WIDTH)), name="b")
 
-    def layer(self, h):
+    def layer(self, h: jax.Array) -> jax.Array:
         # One layer's code: inside jv.scan, self.w and self.b are this layer's slices.
         return h + jnp.tanh(h @ self.w + self.b)
 
-    def scanned(self, h):
-        step = lambda h, _: (self.layer(h), None)  # noqa: E731
+    def scanned(self, h: jax.Array) -> jax.Array:
+        def step(h: jax.Array, _: None) -> tuple[jax.Array, None]:
+            return self.layer(h), None
+
         return jv.scan(step, h, length=DEPTH, variable_axes={self: 0})[0]
 
-    def unrolled(self, h):
+    def unrolled(self, h: jax.Array) -> jax.Array:
         for i in range(DEPTH):
             h = h + jnp.tanh(h @ self.w[i] + self.b[i])
         return h
@@ -51,8 +54,8 @@ def main() -> None:
     y = jnp.sin(x)
     opt = jv.Optimizer(optax.adam(1e-3), model)
 
-    def train_step(forward):
-        def loss():
+    def train_step(forward: Callable[[jax.Array], jax.Array]) -> jax.Array:
+        def loss() -> jax.Array:
             return jnp.mean((forward(x) - y) ** 2)
 
         value, grads = jv.value_and_grad(loss, model)()
@@ -72,8 +75,7 @@ def main() -> None:
     start = time.perf_counter()
     first = float(step())
     print(f"training step compiled in {time.perf_counter() - start:.2f} s")
-    for _ in range(STEPS - 1):
-        last = float(step())
+    last = [float(step()) for _ in range(STEPS - 1)][-1]
     print(f"loss {first:.6f} -> {last:.6f} after {STEPS} scanned steps")
     assert last < first
 

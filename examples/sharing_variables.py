@@ -13,10 +13,11 @@ import jax.numpy as jnp
 import jaxvars as jv
 
 
-def conv2d(images, kernel):
+def conv2d(images: jax.Array, kernel: jax.Array | jv.Variable) -> jax.Array:
     """tf.nn.conv2d(images, kernel, strides=[1, 1, 1, 1], padding="SAME")."""
+    # jnp.asarray: a Variable's value (the type jax.lax is annotated with).
     return jax.lax.conv_general_dilated(
-        images, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        images, jnp.asarray(kernel), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
 
 
@@ -26,7 +27,7 @@ image2 = jv.random.normal((1, 16, 16, 32))
 
 
 # -- The problem: every call creates a new set of variables --------------------------
-def naive_image_filter(input_images):
+def naive_image_filter(input_images: jax.Array) -> jax.Array:
     conv1_weights = jv.Variable(jv.random.normal((5, 5, 32, 32)), name="conv1_weights")
     conv1_biases = jv.Variable(jnp.zeros(32), name="conv1_biases")
     conv1 = conv2d(input_images, conv1_weights)
@@ -52,7 +53,7 @@ variables_dict = {
 }
 
 
-def dict_image_filter(input_images, variables):
+def dict_image_filter(input_images: jax.Array, variables: dict[str, jv.Variable]) -> jax.Array:
     conv1 = conv2d(input_images, variables["conv1_weights"])
     relu1 = jax.nn.relu(conv1 + variables["conv1_biases"])
     conv2 = conv2d(relu1, variables["conv2_weights"])
@@ -70,22 +71,24 @@ print(
 
 # -- A class: the module owns its variables ----------------------------------------------
 class ConvRelu(jv.Module):
-    def __init__(self, kernel_shape, bias_shape, name=None):
+    def __init__(
+        self, kernel_shape: tuple[int, ...], bias_shape: tuple[int, ...], name: str | None = None
+    ) -> None:
         super().__init__(name=name)
         self.weights = jv.Variable(jv.random.normal(kernel_shape), name="weights")
         self.biases = jv.Variable(jnp.zeros(bias_shape), name="biases")
 
-    def __call__(self, images):
+    def __call__(self, images: jax.Array) -> jax.Array:
         return jax.nn.relu(conv2d(images, self.weights) + self.biases)
 
 
 class ImageFilter(jv.Module):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.conv1 = ConvRelu((5, 5, 32, 32), (32,))
         self.conv2 = ConvRelu((5, 5, 32, 32), (32,))
 
-    def __call__(self, images):
+    def __call__(self, images: jax.Array) -> jax.Array:
         return self.conv2(self.conv1(images))
 
 
@@ -95,7 +98,7 @@ print("module: variables", list(image_filter.named_variables()))
 
 
 # -- variable_scope and get_variable ------------------------------------------------------
-def conv_relu(input_images, kernel_shape, bias_shape):
+def conv_relu(input_images: jax.Array, kernel_shape: list[int], bias_shape: list[int]) -> jax.Array:
     # Create variable named "weights".
     weights = jv.get_variable("weights", kernel_shape, initializer=jax.nn.initializers.normal(1.0))
     # Create variable named "biases".
@@ -104,7 +107,7 @@ def conv_relu(input_images, kernel_shape, bias_shape):
     return jax.nn.relu(conv + biases)
 
 
-def my_image_filter(input_images):
+def my_image_filter(input_images: jax.Array) -> jax.Array:
     with jv.variable_scope("conv1"):
         # Variables created here will be named "conv1/weights", "conv1/biases".
         relu1 = conv_relu(input_images, [5, 5, 32, 32], [32])
@@ -124,7 +127,7 @@ print("variable_scope: the store holds", len(store), "variables:", list(store))
 weights = {name: v.value for name, v in store.items()}
 
 
-def filter_with(images):
+def filter_with(images: jax.Array) -> jax.Array:
     """The filter written out with the stored variables: what both calls must have used."""
     relu1 = jax.nn.relu(
         conv2d(images, weights["image_filters/conv1/weights"])

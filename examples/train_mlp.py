@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import time
+from types import ModuleType
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,9 @@ import optax
 import jaxvars as jv
 
 
-def spirals(points_per_class: int = 800, classes: int = 3, seed: int = 0):
+def spirals(
+    points_per_class: int = 800, classes: int = 3, seed: int = 0
+) -> tuple[jax.Array, jax.Array]:
     """Interleaved 2-D spirals, one per class, with a little noise."""
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -37,27 +40,27 @@ def spirals(points_per_class: int = 800, classes: int = 3, seed: int = 0):
 
 
 class Dense(jv.Module):
-    def __init__(self, n_in: int, n_out: int, name: str | None = None):
+    def __init__(self, n_in: int, n_out: int, name: str | None = None) -> None:
         super().__init__(name=name)
         self.w = jv.Variable(jv.random.normal((n_in, n_out)) * np.sqrt(2.0 / n_in), name="w")
         self.b = jv.Variable(jnp.zeros(n_out), name="b")
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         return x @ self.w + self.b
 
 
 class MLP(jv.Module):
-    def __init__(self, sizes: list[int]):
+    def __init__(self, sizes: list[int]) -> None:
         super().__init__()
         self.layers = [Dense(m, n) for m, n in zip(sizes[:-1], sizes[1:], strict=True)]
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         for layer in self.layers[:-1]:
             x = jax.nn.relu(layer(x))
         return self.layers[-1](x)
 
 
-def plotting():
+def plotting() -> ModuleType:
     """matplotlib's pyplot, or exit with how to install it."""
     try:
         import matplotlib
@@ -70,7 +73,7 @@ def plotting():
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     quick = bool(os.environ.get("JAXVARS_QUICK"))
     parser.add_argument("--steps", type=int, default=800 if quick else 3000)
     parser.add_argument("--batch", type=int, default=128)
@@ -85,19 +88,19 @@ def main() -> None:
     model.summary()
 
     @jv.jit
-    def train_step(model, x, y):
+    def train_step(model: MLP, x: jax.Array, y: jax.Array) -> jax.Array:
         batch = jax.random.choice(jv.random.next_key(), x.shape[0], (args.batch,))
 
-        def loss():
+        def loss() -> jax.Array:
             logits = model(x[batch])
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y[batch]).mean()
+            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y[batch]))
 
         value, grads = jv.value_and_grad(loss, model)()
         opt.apply_gradients(grads)
         return value
 
     @jv.jit
-    def accuracy(model, x, y):
+    def accuracy(model: MLP, x: jax.Array, y: jax.Array) -> jax.Array:
         return jnp.mean(jnp.argmax(model(x), axis=-1) == y)
 
     losses = [train_step(model, x, y)]  # the first step compiles: not counted in steps/s

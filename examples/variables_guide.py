@@ -24,9 +24,11 @@ print("As NumPy: ", my_variable.numpy())
 # -- Most tensor operations work on variables; they cannot be reshaped ------------------
 print("A variable:", my_variable)
 print("\nViewed as a tensor:", jnp.asarray(my_variable))
-print("\nIndex of highest value:", jnp.argmax(my_variable, axis=0))
+# jax.numpy functions take a Variable too; type checkers want its .value (their
+# ArrayLike type does not list Variable), so typed code passes that.
+print("\nIndex of highest value:", jnp.argmax(my_variable.value, axis=0))
 # This creates a new array; it does not reshape the variable.
-print("\nCopying and reshaping: ", jnp.reshape(my_variable, (1, 4)))
+print("\nCopying and reshaping: ", jnp.reshape(my_variable.value, (1, 4)))
 
 # -- Assign keeps dtype and shape ----------------------------------------------------------
 a = jv.Variable([2.0, 3.0])

@@ -2,22 +2,22 @@
 
 import os
 
-from jax._src import traceback_util
+from ._jax_private import api_boundary, include_filename, register_exclusion
 
 # Every module of the package imports this one: JAX's traceback filtering then
 # hides jaxvars' frames, as it hides its own, so users' tracebacks end in
 # their own code.
-traceback_util.register_exclusion(os.path.dirname(os.path.abspath(__file__)))
+register_exclusion(os.path.dirname(os.path.abspath(__file__)))
 
 # Filtering happens where an exception leaves a function wrapped by this: every
 # public entry point (jv.jit functions, transforms, Variable methods) is one.
 # Measured: one Python frame per call, nothing more.
-boundary = traceback_util.api_boundary
+boundary = api_boundary
 
 
 def internal(filename: str) -> bool:
     """Whether a frame of ``filename`` is jaxvars' or JAX's own (hidden from users)."""
-    return not traceback_util.include_filename(filename)
+    return not include_filename(filename)
 
 
 class JaxvarsError(Exception):

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import jax
-from jax._src import traceback_util
 from jax.extend.core import subjaxprs
 
 from . import _placement
 from ._errors import JaxvarsError, JaxvarsTypeError, JaxvarsValueError, boundary
+from ._jax_private import include_frame
 
 CONTROL_FLOW_ON_VARIABLE = (
     "jv.jit({fn}): Python needs a concrete value at {where} (`{line}`), but inside jv.jit "
@@ -76,7 +76,7 @@ def control_flow_error(error: Exception, fn_name: str) -> JaxvarsTypeError | Non
     user = [
         (frame, lineno)
         for frame, lineno in traceback.walk_tb(error.__traceback__)
-        if traceback_util.include_frame(frame)
+        if include_frame(frame)
     ]
     if not user:
         return None

@@ -45,11 +45,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
 
 import jax
-from jax._src import traceback_util
 from jax.core import Tracer
 
-from . import _lift, _trace
-from ._errors import JaxvarsTypeError, JaxvarsValueError
+from . import _lift, _retrace, _trace
+from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
 from ._explain import ASSIGNS_UNDER_RAW_TRANSFORM, CREATED_IN_TRACE, may_fail_at_run_time
 from ._jit_entry import Entry
 from ._jit_key import (
@@ -103,6 +102,7 @@ class Jitted:
         fn: Callable[..., Any],
         static_argnums: int | Sequence[int] = (),
         static_argnames: str | Sequence[str] = (),
+        explain_retraces: bool = False,
         **jit_kwargs: Any,
     ) -> None:
         self._fn = fn
@@ -119,6 +119,8 @@ class Jitted:
         self._jit_kwargs = jit_kwargs
         self._cache: dict[Any, Entry] = {}
         self._stats = _Stats()
+        self._explain = explain_retraces
+        self._history = _retrace.history()  # signatures traced, for retrace explanations
         self._by_name = False  # looks variables up by name (get_variable): see _call
         # Weak references to the variables the latest trace touched or created:
         # the next trace (new shapes, another key) expects them.
@@ -217,12 +219,30 @@ class Jitted:
             spec = functools.partial(_spec, positions)
             trace.expect(spec(assigned), spec(touched))
             may_fail = may_fail_at_run_time(traced.jaxpr.jaxpr)
-            return self._entry(key, leaves, layout, trace, assigned, read, may_fail, used), ()
+            entry = self._entry(key, leaves, layout, trace, assigned, read, may_fail, used)
+            call_args, call_kwargs = layout[1](leaves)
+            touched_values = {v: v._array for v in touched}
+            entry.record = self.remember(trace, call_args, call_kwargs, touched_values)
+            return entry, ()
         raise JaxvarsValueError(  # pragma: no cover - needs a function that keeps changing
             f"jv.jit({self._name}): the variables the function touches kept changing "
             "between traces; make the variables it uses depend only on its arguments' "
             "shapes and static arguments."
         )
+
+    def remember(
+        self, trace: Trace, args: Any, kwargs: Any, variables: dict[Variable, Any]
+    ) -> _retrace.Record:
+        """Record a trace's signature, first explaining (if asked) how it differs from
+        the closest one traced before (the entry's own, for a retrace of ``trace``)."""
+        statics = (self._static_argnums, self._static_argnames)
+        record = _retrace.Record(_retrace.signature(self._fn, args, kwargs, variables, statics))
+        if _retrace.enabled(self._explain):
+            past = [trace.record] if trace.record is not None else list(self._history)
+            _retrace.explain(self._fn, self._name, self._stats.calls, record.signature, past)
+        self._history.append(record)
+        trace.record = record
+        return record
 
     def _run_as_call(
         self, trace: Trace, frame: _trace.Frame, values: list[Any], args: Any, kwargs: Any
@@ -311,6 +331,8 @@ def jit(fn: Callable[..., Any] | None = None, **jit_kwargs: Any) -> Any:
 
     Args:
         fn: The function; also usable as ``@jv.jit`` or ``@jv.jit(static_argnums=...)``.
+        explain_retraces: Log a WARNING on the ``jaxvars`` logger at each retrace,
+            saying what changed (also on while JAX's ``jax_explain_cache_misses`` is).
         **jit_kwargs: ``static_argnums``, ``static_argnames`` and ``jax.jit``'s
             other keywords (``device``, ``backend``, ``out_shardings``,
             ``keep_unused``, ``compiler_options``, ...).
@@ -353,7 +375,7 @@ def jit(fn: Callable[..., Any] | None = None, **jit_kwargs: Any) -> Any:
 
     # JAX's boundary: an error raised in fn shows a traceback without jaxvars'
     # and JAX's frames (measured: no cost per call beyond one Python frame).
-    compiled = traceback_util.api_boundary(compiled)
+    compiled = boundary(compiled)
     compiled._jitted = jitted  # type: ignore[attr-defined]  # for introspection and tests
     compiled.cache_info = jitted.cache_info  # type: ignore[attr-defined]
     return compiled

@@ -34,6 +34,7 @@ from . import _lift, _trace
 from ._explain import device_error
 from ._jit_key import from_call, selector, with_slots
 from ._jit_trace import Rediscover, Trace
+from ._retrace import Record
 from ._variable import Variable
 
 _get_array = operator.attrgetter("_array")
@@ -59,6 +60,7 @@ class Entry:
         "guards",
         "owner",
         "key",
+        "record",
         "__weakref__",
     )
 
@@ -78,6 +80,7 @@ class Entry:
         self.owner = weakref.ref(jitted)
         self.key = key
         self.guards: list[weakref.ref] = []
+        self.record: Record | None = None  # its signature, for retrace explanations
         assigned_of = self.assigned_of = from_call(assigned)
         if trace is None:
 
@@ -151,11 +154,13 @@ class Entry:
 
         self.run = run
 
-    def evict(self) -> None:
+    def evict(self, why: str | None = None) -> None:
         """Drop this entry from its function's cache (its key's objects changed or died)."""
         jitted = self.owner()
         if jitted is not None and jitted._cache.get(self.key) is self:
             del jitted._cache[self.key]
+            if self.record is not None and why is not None:
+                self.record.evicted_by = why
 
 
 def _committed(variables: list[Variable]) -> list[Variable]:

@@ -18,9 +18,9 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax._src.array import ArrayImpl
 
 from ._errors import JaxvarsTypeError
+from ._jax_private import ArrayImpl
 from ._module import Module
 from ._scope import get_variable_scope
 from ._store import active_store

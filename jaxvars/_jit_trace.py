@@ -61,6 +61,7 @@ class Trace:
         self.returns = returns  # [True] once a trace returned a Variable
         self.variables_of = from_call(supplied)
         self.frame: _trace.Frame | None = None  # the latest trace's
+        self.record: Any = None  # the latest trace's signature (see _retrace)
         # After discovery: (what it assigns, what it touches), as from_call specs.
         self.expected: tuple[list[Variable | int], list[Variable | int]] | None = None
         fn, name = jitted._fn, jitted._name
@@ -102,6 +103,8 @@ class Trace:
                     v not in expected for v in frame.assigned
                 ):
                     raise Rediscover(frame)
+                touched = {v: supply[v] for v in frame.discovered if v in supply}
+                jitted.remember(trace, call_args, call_kwargs, touched)
             values_now = frame.values
             new = [values_now[v] if v in values_now else supply[v] for v in assigned]
             deferred = [traced for *_, traced in frame.pending]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -30,17 +30,24 @@ from ._variable import Variable
 
 _current_frame = _trace.current.get
 
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+Carry = TypeVar("Carry")
+X = TypeVar("X")
+Y = TypeVar("Y")
+
 
 def eager() -> bool:
     return _current_frame() is None
 
 
-def locked(fn: Callable[..., Any]) -> Callable[..., Any]:
+def locked(fn: Callable[P, R]) -> Callable[P, R]:
     """Run eager calls as one atomic update (the state lock), as a jv.jit step is,
     behind a traceback boundary."""
 
     @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
         if not eager():
             with _trace.lifted_call():
                 return fn(*args, **kwargs)
@@ -54,7 +61,7 @@ def locked(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @locked
-def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *operands: Any):
+def cond(pred: Any, true_fn: Callable[..., R], false_fn: Callable[..., R], *operands: Any) -> R:
     """``jax.lax.cond`` whose branches may read and assign variables.
 
     The taken branch's assignments take effect; a variable assigned only in
@@ -62,6 +69,11 @@ def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *
     the taken branch runs (as plain Python), and its assignments apply only if
     it returns. Inside ``jv.jit`` the predicate may be traced; it may be a
     Variable.
+
+    Returns:
+        What the taken branch returns, typed as the branches are. Traced, the
+        result is computed, as ``jax.lax.cond``'s is: its leaves are arrays, and
+        a Variable a branch returns comes back as its value.
 
     Example:
         >>> import jaxvars as jv
@@ -79,12 +91,16 @@ def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *
 
 
 @locked
-def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -> Any:
+def switch(index: Any, branches: Sequence[Callable[..., R]], *operands: Any) -> R:
     """``jax.lax.switch`` whose branches may read and assign variables.
 
     Only the chosen branch's assignments take effect. Eagerly, with a concrete
     index, only that branch runs, and if it raises nothing changes. The index
     (a Variable too) is clamped to the branches, as in ``jax.lax.switch``.
+
+    Returns:
+        What the chosen branch returns, typed and (traced) computed as for
+        ``jv.cond``.
 
     Example:
         >>> import jaxvars as jv
@@ -143,11 +159,15 @@ def union(groups: Any) -> list[Variable]:
 
 
 @locked
-def while_loop(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any], init_val: Any):
+def while_loop(cond_fun: Callable[[T], Any], body_fun: Callable[[T], T], init_val: T) -> T:
     """``jax.lax.while_loop`` whose ``body_fun`` may assign variables.
 
     ``cond_fun`` may read variables (it sees their values as carried by the
     loop) but must not assign them: that is an error naming the variable.
+
+    Returns:
+        The final carry, of ``init_val``'s type (as ``jax.lax.while_loop``
+        types it; its leaves are arrays).
 
     Example:
         >>> import jaxvars as jv
@@ -190,15 +210,15 @@ def while_loop(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any], i
 
 @locked
 def scan(
-    f: Callable[[Any, Any], Any],
-    init: Any,
-    xs: Any = None,
+    f: Callable[[Carry, X], tuple[Carry, Y]],
+    init: Carry,
+    xs: X | None = None,
     length: int | None = None,
     *,
     reverse: bool = False,
     unroll: int | bool = 1,
     variable_axes: Any = None,
-) -> Any:
+) -> tuple[Carry, Y]:
     """``jax.lax.scan`` whose ``f(carry, x) -> (carry, y)`` may read and assign variables.
 
     Variables ``f`` assigns are carried from one iteration to the next.
@@ -207,6 +227,10 @@ def scan(
     searched in a variable's full name), and whose values are an axis.
     Iteration ``i`` sees slice ``i`` along that axis and its assignments write
     slice ``i``: scan over layers, one layer's code for stacked weights.
+
+    Returns:
+        ``(carry, ys)`` as ``jax.lax.scan`` returns and types them: the final
+        carry and the per-iteration outputs stacked on a leading axis.
 
     Example:
         >>> import jax.numpy as jnp
@@ -340,14 +364,18 @@ def axis_of(axes: Any, variable: Variable) -> int | None:
 
 
 def remat(
-    fn: Callable[..., Any], *, policy: Any = None, static_argnums: int | Sequence[int] = ()
-) -> Callable[..., Any]:
+    fn: Callable[P, R], *, policy: Any = None, static_argnums: int | Sequence[int] = ()
+) -> Callable[P, R]:
     """``jax.checkpoint`` whose ``fn`` may read and assign variables.
 
     Values and gradients equal those without it; activations are recomputed
     in the backward pass instead of stored. Assignments inside happen once
     per call, never again during the recomputation. Keyword arguments are
     traced, as ``jax.checkpoint``'s are.
+
+    Returns:
+        A function with ``fn``'s signature and result type (Variables it
+        returns come back as themselves).
 
     Example:
         >>> import jax.numpy as jnp
@@ -362,10 +390,11 @@ def remat(
         (-0.99, 1)
     """
     statics = {static_argnums} if isinstance(static_argnums, int) else set(static_argnums)
+    call: Callable[..., Any] = fn  # called with rebuilt arguments, not P's
 
     @functools.wraps(fn)
     @locked
-    def rematerialised(*args: Any, **kwargs: Any) -> Any:
+    def rematerialised(*args: P.args, **kwargs: P.kwargs) -> R:
         fixed = {i: a for i, a in enumerate(args) if i in statics}
         # Keyword arguments travel as one more (pytree) argument, as jax.checkpoint's do.
         dynamic = [*(a for i, a in enumerate(args) if i not in statics), kwargs]
@@ -373,7 +402,7 @@ def remat(
         def bound(*dyn: Any) -> Any:
             *positional, keywords = dyn
             rest = iter(positional)
-            return fn(
+            return call(
                 *[fixed[i] if i in fixed else next(rest) for i in range(len(args))], **keywords
             )
 
@@ -390,7 +419,7 @@ def remat(
 
 
 @boundary
-def eval_shape(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def eval_shape(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``fn`` without computing or allocating anything, as ``jax.eval_shape`` does.
 
     Variables created inside are abstract: they have ``.name``, ``.shape``,
@@ -403,6 +432,17 @@ def eval_shape(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     Modules, ``get_variable``, Optimizers and sharding rules all work. Existing
     variables are not changed. Arrays in the result come back as
     ``jax.ShapeDtypeStruct``; Variables and Modules as themselves.
+
+    Args:
+        fn: The function to run abstractly.
+        *args: Its arguments: arrays, or ``jax.ShapeDtypeStruct`` standing in
+            for them (so they are typed ``Any``).
+        **kwargs: Its keyword arguments, likewise.
+
+    Returns:
+        What ``fn`` returns, typed as ``fn``'s result, so
+        ``jv.eval_shape(lambda: Model(...))`` is a ``Model``; its leaves are
+        abstract: Variables without a value, arrays as ``jax.ShapeDtypeStruct``.
 
     Example:
         >>> import jax.numpy as jnp

@@ -82,11 +82,11 @@ class Module:
         if not _same(old, value):
             # Compiled code that used the module assumed every attribute it read
             # (a `deterministic` flag, a rate, a submodule): it is stale now.
-            _changed(self, old)
+            _changed(self, old, attr, value)
         object.__setattr__(self, attr, _tracked(value, weakref.ref(self), attr))
 
     def __delattr__(self, attr: str) -> None:
-        _changed(self, self.__dict__.get(attr))
+        _changed(self, self.__dict__.get(attr), attr, "deleted")
         object.__delattr__(self, attr)
 
     @property
@@ -294,12 +294,19 @@ def _state_objects(value: Any) -> Iterator[Any]:
             yield from _state_objects(item)
 
 
-def _changed(owner: Module | None, old: Any) -> None:
+def _changed(owner: Module | None, old: Any, attr: str = "", new: Any = None) -> None:
     """Evict compiled code that used ``owner`` or what ``old`` held (now replaced)."""
-    if owner is not None:
-        _trace.changed(owner)
+    why = None
+    if owner is not None and _trace.watched(owner):
+        what = f"attribute {type(owner).__name__}.{attr}" if attr else "a list or dict it holds"
+        why = f"{what} changed: {_short(old)} -> {_short(new)}" if attr else f"{what} changed"
+        _trace.changed(owner, why)
     for obj in _state_objects(old):
-        _trace.changed(obj)
+        _trace.changed(obj, why)
+
+
+def _short(value: Any) -> str:
+    return "unset" if value is _UNSET else repr(value)[:60]
 
 
 class TrackedList(list):

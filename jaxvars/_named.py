@@ -28,8 +28,10 @@ def adopt(full: str, variable: Variable) -> Variable:
 
 
 def create(full: str, shape: Any, dtype: Any, initializer: Any, **options: Any) -> Variable:
+    constant = None  # a constant initializer as an array: converted once, here
     if dtype is None and initializer is not None and not callable(initializer):
-        dtype = _dtypes.infer_dtype(_dtypes.to_array(initializer, name=full)[0])
+        constant, _ = _dtypes.to_array(initializer, name=full)
+        dtype = _dtypes.infer_dtype(constant)
     dtype = _dtypes.canonical_dtype(dtype if dtype is not None else np.float32, name=full)
     shape = None if shape is None else check_shape(full, shape)
     if initializer is None:
@@ -41,7 +43,7 @@ def create(full: str, shape: Any, dtype: Any, initializer: Any, **options: Any) 
             )
         value: Any = initial_value(initializer, full, shape, dtype)
     else:
-        array, _ = _dtypes.to_array(initializer, name=full)
+        array = _dtypes.to_array(initializer, name=full)[0] if constant is None else constant
         if shape is not None and tuple(array.shape) != shape:
             raise JaxvarsValueError(
                 f"get_variable('{full}'): the constant initializer has shape "

@@ -70,7 +70,7 @@ class Collection:
     def add(self, variable: Variable) -> None:
         if id(variable) not in self._members:
             self._members[id(variable)] = variable
-            _trace.changed(self)
+            _trace.changed(self, f"variable '{variable.name}' joined a collection")
 
     def members(self) -> list[Variable]:
         _trace.note_used(self)  # compiled code reading it is stale once it changes
@@ -234,7 +234,7 @@ class Store(Mapping[str, "Variable"]):
         Variables already handed out keep working; the store just no longer
         knows them, so ``get_variable`` creates them anew.
         """
-        _trace.changed(self)  # compiled code that looked variables up here is stale
+        _trace.changed(self, "the store was cleared")  # code that looked names up here is stale
         with self._lock:
             self._variables.clear()
             self._origins.clear()

@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import jax
-from jax._src.array import ArrayImpl
 from jax.core import Tracer
 from jax.extend.core import get_opaque_trace_state
 
 from ._errors import CONCRETE_ASSIGN, TRACER_ASSIGN, JaxvarsTypeError
+from ._jax_private import ArrayImpl
 
 if TYPE_CHECKING:
     from ._variable import Variable
@@ -384,7 +384,7 @@ def deferring_frame() -> Frame | None:
 
 
 class Dependent(Protocol):
-    def evict(self) -> None: ...
+    def evict(self, why: str | None = None) -> None: ...
 
 
 # {id(variable or module): (weak reference to it, the compiled entries that depend
@@ -419,8 +419,12 @@ def _forget(key: int) -> Any:
     return forget
 
 
-def changed(obj: Any) -> None:
+def changed(obj: Any, why: str | None = None) -> None:
     """``obj`` changed in a way compiled code depends on: evict that code.
+
+    ``why`` says what changed, in the user's terms (a retrace explanation
+    repeats it); callers build it only once they know ``obj`` is watched
+    (``watched``), so an unwatched change costs nothing.
 
     Changes made while a jaxvars transform traces (a module building itself, a
     flag a traced step sets) are trace-time side effects, as in jax.jit: they
@@ -435,4 +439,9 @@ def changed(obj: Any) -> None:
             return
         del _dependents[id(obj)]
     for entry in list(slot[1]):
-        entry.evict()
+        entry.evict(why)
+
+
+def watched(obj: Any) -> bool:
+    """Whether a change of ``obj`` would evict compiled code (outside a trace)."""
+    return current.get() is None and id(obj) in _dependents

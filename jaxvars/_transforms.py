@@ -10,20 +10,24 @@ import functools
 import types
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
-from jax._src import traceback_util
 
 from . import _lift, _trace
-from ._errors import JaxvarsTypeError, JaxvarsValueError
+from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
 from ._jit import jit
 from ._jit_key import is_object
 from ._module import Module
 from ._variable import Variable
 
 _current_frame = _trace.current.get
+
+P = ParamSpec("P")
+A = TypeVar("A")  # the aux value
+K = TypeVar("K")  # the keys of a dict of variables
+T = TypeVar("T")  # a loop carry
 
 
 NO_VARIABLES = (
@@ -101,6 +105,43 @@ def _value_and_grad_impl(
     return value, _lift.restore_returned(aux), restructure(grads)
 
 
+# The gradients take wrt's structure: one array per variable (Module: a tuple in
+# trainable_variables order). Nested structures and a has_aux that is a plain
+# bool fall back to Any.
+@overload
+def grad(
+    fn: Callable[P, Any], wrt: Variable, *, has_aux: Literal[False] = False
+) -> Callable[P, jax.Array]: ...
+@overload
+def grad(
+    fn: Callable[P, tuple[Any, A]], wrt: Variable, *, has_aux: Literal[True]
+) -> Callable[P, tuple[jax.Array, A]]: ...
+@overload
+def grad(
+    fn: Callable[P, Any], wrt: Module | tuple[Variable, ...], *, has_aux: Literal[False] = False
+) -> Callable[P, tuple[jax.Array, ...]]: ...
+@overload
+def grad(
+    fn: Callable[P, tuple[Any, A]], wrt: Module | tuple[Variable, ...], *, has_aux: Literal[True]
+) -> Callable[P, tuple[tuple[jax.Array, ...], A]]: ...
+@overload
+def grad(
+    fn: Callable[P, Any], wrt: list[Variable], *, has_aux: Literal[False] = False
+) -> Callable[P, list[jax.Array]]: ...
+@overload
+def grad(
+    fn: Callable[P, tuple[Any, A]], wrt: list[Variable], *, has_aux: Literal[True]
+) -> Callable[P, tuple[list[jax.Array], A]]: ...
+@overload
+def grad(
+    fn: Callable[P, Any], wrt: dict[K, Variable], *, has_aux: Literal[False] = False
+) -> Callable[P, dict[K, jax.Array]]: ...
+@overload
+def grad(
+    fn: Callable[P, tuple[Any, A]], wrt: dict[K, Variable], *, has_aux: Literal[True]
+) -> Callable[P, tuple[dict[K, jax.Array], A]]: ...
+@overload
+def grad(fn: Callable[P, Any], wrt: Any, *, has_aux: bool = False) -> Callable[P, Any]: ...
 def grad(fn: Callable[..., Any], wrt: Any, *, has_aux: bool = False) -> Callable[..., Any]:
     """Gradient of the scalar ``fn(*args)`` with respect to the variables in ``wrt``.
 
@@ -116,9 +157,11 @@ def grad(fn: Callable[..., Any], wrt: Any, *, has_aux: bool = False) -> Callable
         has_aux: Whether ``fn`` returns ``(value, aux)``.
 
     Returns:
-        A function returning gradients shaped like ``wrt``, or
-        ``(gradients, aux)`` with ``has_aux``. ``fn`` may return a Variable as
-        its loss; Variables in ``aux`` are returned as themselves.
+        A function of ``fn``'s arguments returning gradients shaped like
+        ``wrt`` (an array for a Variable; a tuple for a Module; a list, tuple
+        or dict of arrays for one of Variables), or ``(gradients, aux)`` with
+        ``has_aux``. ``fn`` may return a Variable as its loss; Variables in
+        ``aux`` are returned as themselves, its other leaves as arrays.
 
     Raises:
         ValueError: ``wrt`` holds no variable (an empty list, or a Module with
@@ -131,7 +174,7 @@ def grad(fn: Callable[..., Any], wrt: Any, *, has_aux: bool = False) -> Callable
         Array([2., 4.], dtype=float32)
     """
 
-    @traceback_util.api_boundary
+    @boundary
     @functools.wraps(fn)
     def gradient(*args: Any, **kwargs: Any) -> Any:
         _, aux, grads = _value_and_grad_impl(fn, wrt, has_aux, args, kwargs)
@@ -140,11 +183,49 @@ def grad(fn: Callable[..., Any], wrt: Any, *, has_aux: bool = False) -> Callable
     return gradient
 
 
+# As grad's overloads; the value is always an array (a Variable loss: its value).
+@overload
+def value_and_grad(
+    fn: Callable[P, Any], wrt: Variable, *, has_aux: Literal[False] = False
+) -> Callable[P, tuple[jax.Array, jax.Array]]: ...
+@overload
+def value_and_grad(
+    fn: Callable[P, tuple[Any, A]], wrt: Variable, *, has_aux: Literal[True]
+) -> Callable[P, tuple[tuple[jax.Array, A], jax.Array]]: ...
+@overload
+def value_and_grad(
+    fn: Callable[P, Any], wrt: Module | tuple[Variable, ...], *, has_aux: Literal[False] = False
+) -> Callable[P, tuple[jax.Array, tuple[jax.Array, ...]]]: ...
+@overload
+def value_and_grad(
+    fn: Callable[P, tuple[Any, A]], wrt: Module | tuple[Variable, ...], *, has_aux: Literal[True]
+) -> Callable[P, tuple[tuple[jax.Array, A], tuple[jax.Array, ...]]]: ...
+@overload
+def value_and_grad(
+    fn: Callable[P, Any], wrt: list[Variable], *, has_aux: Literal[False] = False
+) -> Callable[P, tuple[jax.Array, list[jax.Array]]]: ...
+@overload
+def value_and_grad(
+    fn: Callable[P, tuple[Any, A]], wrt: list[Variable], *, has_aux: Literal[True]
+) -> Callable[P, tuple[tuple[jax.Array, A], list[jax.Array]]]: ...
+@overload
+def value_and_grad(
+    fn: Callable[P, Any], wrt: dict[K, Variable], *, has_aux: Literal[False] = False
+) -> Callable[P, tuple[jax.Array, dict[K, jax.Array]]]: ...
+@overload
+def value_and_grad(
+    fn: Callable[P, tuple[Any, A]], wrt: dict[K, Variable], *, has_aux: Literal[True]
+) -> Callable[P, tuple[tuple[jax.Array, A], dict[K, jax.Array]]]: ...
+@overload
+def value_and_grad(
+    fn: Callable[P, Any], wrt: Any, *, has_aux: bool = False
+) -> Callable[P, tuple[Any, Any]]: ...
 def value_and_grad(
     fn: Callable[..., Any], wrt: Any, *, has_aux: bool = False
 ) -> Callable[..., Any]:
     """Like ``jv.grad``, also returning the value: ``(value, grads)``, or
-    ``((value, aux), grads)`` with ``has_aux``.
+    ``((value, aux), grads)`` with ``has_aux``. The value is an array (a
+    Variable loss gives its value); the gradients are typed as ``jv.grad``'s.
 
     Example:
         >>> import jaxvars as jv
@@ -154,7 +235,7 @@ def value_and_grad(
         (9.0, 6.0)
     """
 
-    @traceback_util.api_boundary
+    @boundary
     @functools.wraps(fn)
     def both(*args: Any, **kwargs: Any) -> Any:
         value, aux, grads = _value_and_grad_impl(fn, wrt, has_aux, args, kwargs)
@@ -163,13 +244,23 @@ def value_and_grad(
     return both
 
 
-@traceback_util.api_boundary
+@overload
+def fori_loop(lower: Any, upper: Any, body: Callable[[Any, T], T], init_val: T) -> T: ...
+@overload
+def fori_loop(
+    lower: Any, upper: Any, body: Callable[[Any, None], None], init_val: None = None
+) -> None: ...
+@boundary
 def fori_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], init_val: Any = None) -> Any:
     """``jax.lax.fori_loop`` whose ``body(i, carry) -> carry`` may read and assign variables.
 
     Runs many steps in one compiled loop, eagerly or inside ``jv.jit``; the
     variables ``body`` assigns are carried through the loop and written back
-    at the end.
+    at the end. ``i`` is a traced integer array.
+
+    Returns:
+        The final carry, of ``init_val``'s type (its leaves are arrays); None
+        without ``init_val``.
 
     Example:
         >>> import jaxvars as jv

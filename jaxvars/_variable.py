@@ -8,7 +8,6 @@ from typing import Any, Literal, overload
 
 import jax
 import numpy as np
-from jax._src.array import ArrayImpl
 from jax.core import Tracer
 from jax.sharding import Sharding
 
@@ -22,14 +21,11 @@ from ._errors import (
     boundary,
 )
 from ._explain import public, with_path
+from ._jax_private import ArrayImpl, register_canonicalize_value_handler
 from ._operators import ArrayOperators, unwrap
 from ._placement import Device
 from ._sparse import SparseUpdates
 
-# The concrete array class: an exact type check on the hot path is cheaper than
-# isinstance(x, jax.Array), which goes through the ABC machinery. Imported, not
-# made with type(jnp.zeros(())): an array at import time would start the backend.
-_ArrayImpl = ArrayImpl
 _current_frame = _trace.current.get
 _LAST = _trace.LAST
 _LOCK = _trace.STATE_LOCK
@@ -269,8 +265,9 @@ class Variable(ArrayOperators, SparseUpdates):
     def trainable(self, trainable: Any) -> None:
         old = self._trainable
         new = self._trainable = _initial.checked_trainable(trainable, self.shape, self._name)
-        if old is not new:  # bools are singletons: an equal one keeps the compiled code
-            _trace.changed(self)  # gradients compiled with the old setting are stale
+        if old is not new and _trace.watched(self):  # bools are singletons: equal keeps code
+            # Gradients compiled with the old setting are stale.
+            _trace.changed(self, f"variable '{self._name}' trainable changed: {old} -> {new}")
 
     # -- assigning ---------------------------------------------------------------
 
@@ -341,9 +338,10 @@ class Variable(ArrayOperators, SparseUpdates):
             self._write(new)
 
     def _update(self, op: Callable[[Any, Any], Any], delta: Any, what: str) -> Variable:
-        # The hot path of eager training loops: exact type checks and one aval read
-        # keep it within a few hundred nanoseconds of the raw JAX operation.
-        if type(delta) is not _ArrayImpl:
+        # The hot path of eager training loops: exact type checks (ArrayImpl, not
+        # isinstance(x, jax.Array): see _jax_private) and one aval read keep it
+        # within a few hundred nanoseconds of the raw JAX operation.
+        if type(delta) is not ArrayImpl:
             delta = unwrap(delta)
             if not isinstance(delta, jax.Array):
                 # Python numbers take the variable's dtype (their kind permitting);
@@ -356,7 +354,7 @@ class Variable(ArrayOperators, SparseUpdates):
         with _LOCK:
             frame = _current_frame()
             old = self._array if frame is None else frame.read(self)
-            if frame is None and type(old) is not _ArrayImpl:
+            if frame is None and type(old) is not ArrayImpl:
                 raise self._abstract_error()
             before = old.aval
             if delta.shape != before.shape and not _dtypes.broadcasts_to(delta.shape, before.shape):
@@ -367,7 +365,7 @@ class Variable(ArrayOperators, SparseUpdates):
                 new = _dtypes.cast(new, False, before.dtype, name=self._name, op=what)
             if (
                 frame is None
-                and type(new) is _ArrayImpl
+                and type(new) is ArrayImpl
                 and self._sharding is None
                 and not new.committed
             ):
@@ -383,7 +381,7 @@ class Variable(ArrayOperators, SparseUpdates):
         if frame is not None:
             frame.write(self, new)
             return
-        if type(new) is not _ArrayImpl and isinstance(new, Tracer):
+        if type(new) is not ArrayImpl and isinstance(new, Tracer):
             raise JaxvarsTypeError(TRACER_ASSIGN.format(op="assign", name=self._name))
         if not _trace.at_top_level():
             # A concrete array assigned inside a raw jax.jit body: it would be
@@ -406,7 +404,7 @@ class Variable(ArrayOperators, SparseUpdates):
         sharding = self._sharding
         if (
             sharding is None
-            or type(operand) is not _ArrayImpl
+            or type(operand) is not ArrayImpl
             or not operand.committed
             or operand.sharding == sharding
         ):
@@ -507,8 +505,6 @@ jax.tree_util.register_pytree_with_keys(
 
 # Primitives bound directly (jax.lax.conv_general_dilated(x, v), jax.lax.add(v, 1))
 # canonicalise each operand by type and refuse __jax_array__; this handler hands
-# them the current value. It uses a JAX internal, which pyproject pins (jax<0.11)
-# and tests/test_variable.py checks.
-from jax._src import dtypes as _jax_dtypes  # noqa: E402
-
-_jax_dtypes.register_canonicalize_value_handler(Variable, lambda v: v._value)
+# them the current value. It is a JAX internal (see _jax_private), which pyproject
+# pins (jax<0.11) and tests/test_variable.py checks.
+register_canonicalize_value_handler(Variable, lambda v: v._value)

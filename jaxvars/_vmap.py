@@ -13,7 +13,7 @@ import functools
 import itertools
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,9 @@ from ._store import Store
 
 _fresh = itertools.count()
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 PER_LANE_ASSIGNMENT = (
     "jv.vmap: variable '{name}' is broadcast (each lane reads the same value), but "
@@ -37,14 +40,14 @@ PER_LANE_ASSIGNMENT = (
 
 
 def vmap(
-    fn: Callable[..., Any],
+    fn: Callable[P, R],
     in_axes: Any = 0,
     out_axes: Any = 0,
     *,
     axis_size: int | None = None,
     axis_name: Any = None,
     variable_axes: Any = None,
-) -> Callable[..., Any]:
+) -> Callable[P, R]:
     """``jax.vmap`` whose ``fn`` may read and assign variables.
 
     Variables not in ``variable_axes`` are broadcast: every lane reads the
@@ -60,6 +63,11 @@ def vmap(
     and each variable it creates holds the members' values stacked on its
     axis, its ``trainable`` mask too (a bool while every member agrees).
 
+    Returns:
+        A function with ``fn``'s signature and result type, as ``jax.vmap``
+        is typed: the types are ``fn``'s, the arrays gain the mapped axis
+        (``out_axes``), and Variables and Modules returned are themselves.
+
     Example:
         >>> import jax, jax.numpy as jnp
         >>> import jaxvars as jv
@@ -73,6 +81,7 @@ def vmap(
         Array([2., 3.], dtype=float32)
     """
     axes = axes_of(variable_axes, "jv.vmap")
+    call: Callable[..., Any] = fn  # called with lane arguments, not P's
 
     # An axis name even when none is given: random draws fold in the lane index.
     name = axis_name if axis_name is not None else f"jaxvars_vmap_{next(_fresh)}"
@@ -82,14 +91,15 @@ def vmap(
         try:
             if keywords:  # the last positional argument holds the keyword arguments
                 *positional, keyword_args = lane_args
-                return fn(*positional, **keyword_args)
-            return fn(*lane_args)
+                return call(*positional, **keyword_args)
+            return call(*lane_args)
         finally:
             _trace.lanes.reset(token)
 
     @functools.wraps(fn)
     @locked
-    def mapped(*args: Any, **kwargs: Any) -> Any:
+    def mapped(*given: P.args, **kwargs: P.kwargs) -> R:
+        args: tuple[Any, ...] = given
         in_axes_all = _as_tuple(in_axes, len(args))
         lane = in_lane
         if kwargs:
@@ -103,7 +113,7 @@ def vmap(
             return jax.vmap(f, in_axes=ins, out_axes=outs, axis_size=axis_size, axis_name=name)
 
         if eager() and not args and axis_size is not None and _builds(axes):
-            return _ensemble(fn, axes, axis_size, out_axes)
+            return _ensemble(call, axes, axis_size, out_axes)
         assigned, read, *_ = _lift.touched(
             lane,
             *args,

@@ -59,6 +59,28 @@ def test_64_bit_dtype_narrows_with_a_warning_like_jnp():
     assert v.dtype == np.float32
 
 
+@pytest.mark.parametrize(
+    "make, conversions",
+    [
+        (lambda: jv.Variable([1.0, 2.0]), 1),
+        (lambda: jv.Variable(np.ones(3), dtype=jnp.bfloat16), 1),
+        (lambda: jv.eval_shape(lambda: jv.Variable(jnp.zeros(3))), 1),
+        # get_variable reads a constant once (its dtype and shape), the Variable once.
+        (lambda: jv.get_variable("c", initializer=[1, 2]), 2),
+        (lambda: jv.get_variable("d", [2], jnp.float32, initializer=[1, 2]), 2),
+    ],
+)
+def test_creating_a_variable_converts_its_initial_value_once(make, conversions, monkeypatch):
+    from jaxvars import _dtypes
+
+    seen = []
+    to_array = _dtypes.to_array
+    monkeypatch.setattr(_dtypes, "to_array", lambda x, **kw: seen.append(x) or to_array(x, **kw))
+    with jv.Store():
+        make()
+    assert len(seen) == conversions
+
+
 def test_copy_from_another_variable_never_shares_state():
     a = jv.Variable([2.0, 3.0])
     b = jv.Variable(a)
