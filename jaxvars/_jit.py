@@ -190,15 +190,17 @@ class Jitted:
         # JAX's tracing errors name fn's arguments as the user wrote them.
         args, kwargs = with_slots(leaves, layout[2])
         positions = {id(x): i for i, x in enumerate(leaves) if isinstance(x, Variable)}
+        missed: list[Variable] = []  # what this call's earlier traces touched unsupplied
         for _ in range(_MAX_TRACES):
-            guess = expected_variables(self._fn, leaves, self._recent)
+            recent = [v for v in (ref() for ref in self._recent) if v is not None]
+            guess = expected_variables(self._fn, leaves, [*recent, *missed])
             trace = Trace(self, layout, [positions.get(id(v), v) for v in guess], [False])
             values = [v._array for v in trace.variables_of(leaves)]
-            traced = trace.jitted.trace(values, *args, **kwargs)
+            traced = jax.jit(trace.function).trace(*values, *args, **kwargs)
             frame, trace.frame = trace.frame, None  # held no longer: it refers to the objects
             assert frame is not None and frame.supply is not None
             touched = list(frame.discovered)
-            self._recent = [weakref.ref(v) for v in dict.fromkeys([*touched, *frame.created])]
+            self._recent = _remembered([*touched, *frame.created], positions)
             if strict and frame.created:
                 raise JaxvarsValueError(
                     CREATED_IN_TRACE.format(fn=self._name, name=frame.created[0].name)
@@ -211,8 +213,10 @@ class Jitted:
                 ran = self._run_as_call(trace, frame, values, args, kwargs)
                 # The next call traces again, and must create nothing.
                 return self._entry(key, leaves, layout, None, [], [], False, used), (ran,)
-            if any(v not in frame.supply for v in touched):  # the guess missed these
-                strict = True  # the next trace has them as inputs, and creates nothing
+            unsupplied = [v for v in touched if v not in frame.supply]
+            if unsupplied:  # the next trace has them as inputs, and creates nothing
+                missed += unsupplied
+                strict = True
                 continue
             assigned = list(frame.assigned)
             read = [v for v in touched if v not in frame.assigned]
@@ -251,7 +255,7 @@ class Jitted:
         values it computed those values, apply its assignments, return its result
         (placed by ``jax.jit``'s placement keywords, as the compiled step's would be)."""
         placement = {k: v for k, v in self._jit_kwargs.items() if k in ("device", "backend")}
-        out, deferred, new = jax.jit(trace.function, **placement)(values, *args, **kwargs)
+        out, deferred, new = jax.jit(trace.function, **placement)(*values, *args, **kwargs)
         jax.block_until_ready((deferred, new))  # a failure (a callback) changes nothing
         with _trace.STATE_LOCK:
             _lift.settle(frame.pending or [], deferred)
@@ -273,9 +277,7 @@ class Jitted:
     ) -> Entry:
         """Make, cache and watch the entry for ``key``."""
         positions = {id(x): i for i, x in enumerate(leaves) if isinstance(x, Variable)}
-        entry = Entry(
-            self, key, layout, trace, _spec(positions, assigned), _spec(positions, read), may_fail
-        )
+        entry = Entry(self, key, layout, trace, _spec(positions, assigned), may_fail, leaves)
         self._cache[key] = entry
         objects = [x for x in leaves if not is_traced(x) and by_identity(x)]
         # A module's submodules too: its methods may read their attributes
@@ -295,6 +297,14 @@ class Jitted:
         stores = [u for u in used if isinstance(u, Store)]  # keyed by id, like objects
         entry.guards = [weakref.ref(x, evict) for x in (*objects, *stores)]
         return entry
+
+
+def _remembered(variables: list[Variable], arguments: dict[int, int]) -> list[weakref.ref]:
+    """Weak references to the variables the next trace should expect, for another key
+    too: not the arguments' (a Variable argument, a Module's), which the guess finds in
+    that call's own arguments; holding them would keep another call's model alive."""
+    kept = [v for v in variables if v._held_by is None and id(v) not in arguments]
+    return [weakref.ref(v) for v in dict.fromkeys(kept)]
 
 
 def _spec(positions: dict[int, int], variables: list[Variable]) -> list[Variable | int]:

@@ -45,9 +45,10 @@ class Rediscover(Exception):
 class Trace:
     """``fn`` as a pure function of (supplied variable values, the call's arguments).
 
-    ``function(values, *args, **kwargs)`` returns ``(result, deferred values,
-    assigned values)``; ``args`` are the call's arguments with each untraced
-    leaf (an object, a static value) replaced by a ``Slot``. Until ``expect``
+    ``function(*values, *args, **kwargs)`` returns ``(result, deferred values,
+    assigned values)``: one positional input per supplied variable (so that the
+    entry donates exactly the assigned ones), then the call's arguments with
+    each untraced leaf (an object, a static value) replaced by a ``Slot``. Until ``expect``
     is called (discovery) it returns the values of what it assigned, in
     order, and ``frame`` tells what it touched; afterwards (a retrace by the
     entry's ``jax.jit``, for new shapes) it returns exactly the expected
@@ -68,7 +69,10 @@ class Trace:
         holders, rebuild, _ = layout
         trace = self
 
-        def function(values: list[Any], *args: Any, **kwargs: Any) -> Any:
+        n = len(supplied)
+
+        def function(*inputs: Any, **kwargs: Any) -> Any:
+            values, args = inputs[:n], inputs[n:]
             jitted._stats.traces += 1
             if trace.expected is not None:  # a retrace for new shapes: a miss of its own
                 jitted._stats.misses += 1
@@ -110,8 +114,8 @@ class Trace:
             deferred = [traced for *_, traced in frame.pending]
             return _lift.mark_returned(out, returns), deferred, new
 
-        self.function = _named_like(function, fn, jitted._static_argnums or jitted._static_argnames)
-        self.jitted = jax.jit(self.function)
+        statics = jitted._static_argnums or jitted._static_argnames
+        self.function = _named_like(function, fn, n, statics)
 
     def expect(self, assigned: list[Variable | int], touched: list[Variable | int]) -> None:
         """From now on (retraces for new shapes) assign ``assigned`` and touch only ``touched``
@@ -124,13 +128,14 @@ def _from_slots(args: Any, kwargs: Any, objects: list[Any]) -> list[Any]:
     return [objects[x.index] if isinstance(x, Slot) else x for x in flat]
 
 
-def _named_like(function: Callable[..., Any], fn: Callable[..., Any], statics: Any) -> Any:
-    """``function`` wearing ``fn``'s name, source line and signature (after a leading
-    ``variables``), so that JAX's tracing errors name the user's function and arguments."""
+def _named_like(function: Callable[..., Any], fn: Callable[..., Any], n: int, statics: Any) -> Any:
+    """``function`` wearing ``fn``'s name, source line and signature (after ``n``
+    variable values), so that JAX's tracing errors name the user's function and arguments."""
     function.__name__ = getattr(fn, "__name__", function.__name__)
     function.__qualname__ = getattr(fn, "__qualname__", function.__qualname__)
     function.__wrapped__ = fn  # type: ignore[attr-defined]  # JAX's source line follows it
-    first = inspect.Parameter("variables", inspect.Parameter.POSITIONAL_ONLY)
+    only = inspect.Parameter.POSITIONAL_ONLY
+    first = [inspect.Parameter(f"variable_{i}", only) for i in range(n)]
     try:
         # With static arguments taken out, fn's parameters would misname the rest.
         parameters = [] if statics else list(inspect.signature(fn).parameters.values())
@@ -141,7 +146,7 @@ def _named_like(function: Callable[..., Any], fn: Callable[..., Any], statics: A
             inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
             inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
         ]
-    function.__signature__ = inspect.Signature([first, *parameters])  # type: ignore[attr-defined]
+    function.__signature__ = inspect.Signature([*first, *parameters])  # type: ignore[attr-defined]
     return function
 
 
@@ -152,7 +157,7 @@ _OPAQUE = (type, types.ModuleType, jax.Array, str, bytes, int, float, complex, b
 
 
 def expected_variables(
-    fn: Callable[..., Any], leaves: Sequence[Any], recent: Iterable[weakref.ref]
+    fn: Callable[..., Any], leaves: Sequence[Any], recent: Iterable[Variable]
 ) -> list[Variable]:
     """The variables a call of ``fn`` with ``leaves`` will probably touch, in a fixed order.
 
@@ -184,10 +189,8 @@ def expected_variables(
     for leaf in leaves:
         visit(leaf, 2)
     visit(fn, 3)
-    for ref in recent:
-        variable = ref()
-        if variable is not None:
-            visit(variable, 0)
+    for variable in recent:
+        visit(variable, 0)
     return list(found)
 
 
@@ -199,6 +202,8 @@ def _referred(x: Any) -> list[Any]:
         return list(x.values())
     if isinstance(x, functools.partial):
         return [x.func, *x.args, *x.keywords.values()]
+    if isinstance(x, weakref.ref):
+        return [x()]
     if isinstance(x, types.MethodType):
         return [x.__self__, x.__func__]
     if isinstance(x, types.FunctionType):

@@ -20,14 +20,14 @@ X = jnp.ones((4, 3))
 
 
 @contextlib.contextmanager
-def compiles():
-    """Count XLA compilations of jv.jit's pure functions (jax.log_compiles)."""
+def compiles(name="train_step"):
+    """Count XLA compilations of the jv.jit function ``name`` (jax.log_compiles)."""
     names: list[str] = []
 
     class Handler(logging.Handler):
         def emit(self, record):
             message = record.getMessage()
-            if message.startswith("Compiling jit(pure)"):
+            if message.startswith(f"Compiling jit({name})"):
                 names.append(message)
 
     handler = Handler()
@@ -190,6 +190,17 @@ def test_variable_arguments_are_freed_with_their_compiled_code():
     assert len(step._jitted._cache) == 0
 
 
+def test_code_compiled_for_one_model_never_keeps_an_earlier_model_alive():
+    step = jv.jit(train_step)
+    first, second = MLP([3, 4, 1]), MLP([3, 4, 1])
+    step(first, X)
+    step(second, X)  # a new key, traced expecting what the last trace touched
+    dead = weakref.ref(first.layers[0].w)
+    del first
+    gc.collect()
+    assert dead() is None and len(step._jitted._cache) == 1
+
+
 def test_modules_given_as_arguments_are_freed():
     step = jv.jit(train_step)
     model = MLP([3, 4, 1])
@@ -246,6 +257,28 @@ def test_a_variable_the_trace_creates_and_uses_takes_a_second_trace_as_an_input(
         w.assign(0.0)
         assert float(f(1.0)) == 10.0  # an input on the cached call, not a frozen constant
         assert len(runs) == 2
+
+
+def test_a_model_the_guess_cannot_see_takes_a_second_trace_and_then_stays_cached():
+    import types
+
+    model, runs = Dense(3, 2), []
+    deep = types.SimpleNamespace(inner=types.SimpleNamespace(inner=types.SimpleNamespace()))
+    deep.inner.inner.inner = types.SimpleNamespace(model=model)  # deeper than the guess looks
+
+    @jv.jit
+    def step(x):
+        runs.append(1)
+        return train_step(deep.inner.inner.inner.model, x)
+
+    eager = Dense(3, 2)
+    eager.w.assign(model.w.value)
+    eager.b.assign(model.b.value)
+    for i in range(3):
+        step(X * (i + 1))
+        train_step(eager, X * (i + 1))
+    np.testing.assert_allclose(model.w.numpy(), eager.w.numpy(), rtol=1e-6)
+    assert len(runs) == 2  # the second trace has the model's variables as inputs
 
 
 def test_a_retrace_that_touches_a_variable_the_entry_lacks_makes_it_an_input():

@@ -124,9 +124,8 @@ def test_a_module_attribute(warnings):
     compiled(model, jnp.ones(4))
     message = only(warnings())
     assert "attribute Scaled.training changed: True -> False" in message
-    assert f"variable '{model.w.name}' ({model.w.name.split('/')[0]}.w) freed or no longer used" in (
-        message
-    )
+    path = model.w.name.split("/")[0]
+    assert f"variable '{model.w.name}' ({path}.w) freed or no longer used" in message
 
 
 def test_a_trainable_setting(warnings):
