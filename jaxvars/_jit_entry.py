@@ -30,7 +30,7 @@ import jax
 
 from . import _lift, _trace
 from ._explain import device_error
-from ._jit_key import Slot, from_call, selector, with_slots
+from ._jit_key import from_call, selector, with_slots
 from ._jit_trace import Rediscover, Trace
 from ._retrace import Record
 from ._variable import Variable
@@ -166,7 +166,5 @@ def _arguments(layout: Any) -> Callable[[Sequence[Any]], tuple[Sequence[Any], di
     holders, _, treedef = layout
     if treedef is not None:
         return lambda source: with_slots(source, treedef)
-    slots = [None if ref is None else Slot(i) for i, ref in enumerate(holders)]
-    if not any(slots):
-        return lambda source: (source, {})
-    return lambda source: ([x if s is None else s for s, x in zip(slots, source, strict=True)], {})
+    select, empty = selector([i for i, ref in enumerate(holders) if ref is None]), {}
+    return lambda source: (select(source), empty)

@@ -124,18 +124,27 @@ jax.tree_util.register_pytree_node(
 )
 
 
-def with_slots(leaves: Sequence[Any], treedef: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The call's ``(args, kwargs)`` with each untraced leaf replaced by a Slot."""
-    marked = [x if is_traced(x) else Slot(i) for i, x in enumerate(leaves)]
+def with_slots(leaves: Sequence[Any], treedef: Any) -> tuple[Sequence[Any], dict[str, Any]]:
+    """The call's ``(args, kwargs)`` with each untraced leaf replaced by a Slot.
+
+    In the flat form (``treedef`` None) the untraced leaves are left out: the
+    arguments are the leaves, so positions find the objects again, and a call
+    passes its traced leaves as they are (a Slot costs JAX a Python call).
+    """
     if treedef is None:
-        return tuple(marked), {}
+        return [x for x in leaves if is_traced(x)], {}
+    marked = [x if is_traced(x) else Slot(i) for i, x in enumerate(leaves)]
     return jax.tree_util.tree_unflatten(treedef, marked)
 
 
-def from_slots(args: Any, kwargs: Any, leaves: Sequence[Any]) -> list[Any]:
-    """The call's leaves again: ``args``/``kwargs`` traced, Slots back to their objects."""
+def from_slots(args: Any, kwargs: Any, objects: Sequence[Any], treedef: Any) -> list[Any]:
+    """The call's leaves again from ``with_slots``' arguments, the untraced ones
+    taken from ``objects`` (by position; None where a leaf is traced)."""
+    if treedef is None:
+        rest = iter(args)
+        return [next(rest) if o is None else o for o in objects]
     flat = jax.tree_util.tree_leaves((args, kwargs), is_leaf=lambda x: isinstance(x, Slot))
-    return [leaves[x.index] if isinstance(x, Slot) else x for x in flat]
+    return [objects[x.index] if isinstance(x, Slot) else x for x in flat]
 
 
 def rebuilder(treedef: Any, statics: Any) -> Callable[[list[Any]], Any]:

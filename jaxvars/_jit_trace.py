@@ -29,7 +29,7 @@ import jax
 from . import _lift, _trace
 from ._errors import JaxvarsValueError
 from ._explain import CREATED_IN_TRACE, control_flow_explained
-from ._jit_key import Slot, from_call
+from ._jit_key import from_call, from_slots
 from ._module import Module
 from ._variable import Variable
 
@@ -66,7 +66,7 @@ class Trace:
         # After discovery: (what it assigns, what it touches), as from_call specs.
         self.expected: tuple[list[Variable | int], list[Variable | int]] | None = None
         fn, name = jitted._fn, jitted._name
-        holders, rebuild, _ = layout
+        holders, rebuild, treedef = layout
         trace = self
 
         n = len(supplied)
@@ -77,7 +77,7 @@ class Trace:
             if trace.expected is not None:  # a retrace for new shapes: a miss of its own
                 jitted._stats.misses += 1
             objects = [None if h is None else h() for h in holders]
-            leaves = _from_slots(args, kwargs, objects)
+            leaves = from_slots(args, kwargs, objects, treedef)
             supply = dict(zip(trace.variables_of(leaves), values, strict=True))
             call_args, call_kwargs = rebuild(leaves)
             with (
@@ -115,7 +115,9 @@ class Trace:
             return _lift.mark_returned(out, returns), deferred, new
 
         statics = jitted._static_argnums or jitted._static_argnames
-        self.function = _named_like(function, fn, n, statics)
+        # In the flat form only the traced arguments are inputs (see with_slots).
+        traced = [i for i, h in enumerate(holders) if h is None] if treedef is None else None
+        self.function = _named_like(function, fn, n, statics, traced)
 
     def expect(self, assigned: list[Variable | int], touched: list[Variable | int]) -> None:
         """From now on (retraces for new shapes) assign ``assigned`` and touch only ``touched``
@@ -123,14 +125,16 @@ class Trace:
         self.expected = (assigned, touched)
 
 
-def _from_slots(args: Any, kwargs: Any, objects: list[Any]) -> list[Any]:
-    flat = jax.tree_util.tree_leaves((args, kwargs), is_leaf=lambda x: isinstance(x, Slot))
-    return [objects[x.index] if isinstance(x, Slot) else x for x in flat]
-
-
-def _named_like(function: Callable[..., Any], fn: Callable[..., Any], n: int, statics: Any) -> Any:
+def _named_like(
+    function: Callable[..., Any],
+    fn: Callable[..., Any],
+    n: int,
+    statics: Any,
+    traced: list[int] | None,
+) -> Any:
     """``function`` wearing ``fn``'s name, source line and signature (after ``n``
-    variable values), so that JAX's tracing errors name the user's function and arguments."""
+    variable values; only the ``traced`` positional parameters, if given), so that
+    JAX's tracing errors name the user's function and arguments."""
     function.__name__ = getattr(fn, "__name__", function.__name__)
     function.__qualname__ = getattr(fn, "__qualname__", function.__qualname__)
     function.__wrapped__ = fn  # type: ignore[attr-defined]  # JAX's source line follows it
@@ -141,6 +145,11 @@ def _named_like(function: Callable[..., Any], fn: Callable[..., Any], n: int, st
         parameters = [] if statics else list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):  # a builtin or a signature-less callable
         parameters = []
+    if parameters and traced is not None:
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        positional = [p for p in parameters if p.kind in kinds]
+        names = [positional[i].name if i < len(positional) else f"args_{i}" for i in traced]
+        parameters = [inspect.Parameter(name, only) for name in names]
     if not parameters:
         parameters = [
             inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
