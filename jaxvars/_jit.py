@@ -209,24 +209,24 @@ class Jitted:
             if not self._by_name and any(isinstance(u, Store) for u in used):
                 self._by_name = True  # from now on keyed by scope and store too (not flat)
                 key = where_named(key)
+            unsupplied = [v for v in touched if v not in frame.supply]
+            if unsupplied and not frame.pending:  # the next trace has them as inputs
+                missed += unsupplied
+                strict = True  # and creates nothing
+                continue
+            call_args, call_kwargs = layout[1](leaves)
+            touched_values = {v: v._array for v in touched if not v.is_abstract}
+            record = self.remember(trace, call_args, call_kwargs, touched_values)  # once a miss
             if frame.pending:
                 ran = self._run_as_call(trace, frame, values, args, kwargs)
                 # The next call traces again, and must create nothing.
                 return self._entry(key, leaves, layout, None, [], [], False, used), (ran,)
-            unsupplied = [v for v in touched if v not in frame.supply]
-            if unsupplied:  # the next trace has them as inputs, and creates nothing
-                missed += unsupplied
-                strict = True
-                continue
             assigned = list(frame.assigned)
             read = [v for v in touched if v not in frame.assigned]
-            spec = functools.partial(_spec, positions)
-            trace.expect(spec(assigned), spec(touched))
             may_fail = may_fail_at_run_time(traced.jaxpr.jaxpr)
             entry = self._entry(key, leaves, layout, trace, assigned, read, may_fail, used)
-            call_args, call_kwargs = layout[1](leaves)
-            touched_values = {v: v._array for v in touched}
-            entry.record = self.remember(trace, call_args, call_kwargs, touched_values)
+            trace.expect(_spec(positions, assigned), entry)
+            entry.record = record
             return entry, ()
         raise JaxvarsValueError(  # pragma: no cover - needs a function that keeps changing
             f"jv.jit({self._name}): the variables the function touches kept changing "

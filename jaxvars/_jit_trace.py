@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import types
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +27,7 @@ from typing import Any
 
 import jax
 
-from . import _lift, _trace
+from . import _lift, _random, _trace
 from ._errors import JaxvarsValueError
 from ._explain import CREATED_IN_TRACE, control_flow_explained
 from ._jit_key import from_call, from_slots
@@ -63,8 +64,10 @@ class Trace:
         self.variables_of = from_call(supplied)
         self.frame: _trace.Frame | None = None  # the latest trace's
         self.record: Any = None  # the latest trace's signature (see _retrace)
-        # After discovery: (what it assigns, what it touches), as from_call specs.
-        self.expected: tuple[list[Variable | int], list[Variable | int]] | None = None
+        # After discovery, what it assigns (a from_call spec); then a retrace (new
+        # shapes) may read any supplied variable, whose value is a real input.
+        self.expected: list[Variable | int] | None = None
+        self.entry: Any = None  # a weak reference to the entry compiling it
         fn, name = jitted._fn, jitted._name
         holders, rebuild, treedef = layout
         trace = self
@@ -95,19 +98,20 @@ class Trace:
                     raise
             assigned: Iterable[Variable] = frame.assigned
             if trace.expected is not None:
-                assigned_spec, touched_spec = trace.expected
                 if frame.created:
                     raise JaxvarsValueError(
                         CREATED_IN_TRACE.format(fn=name, name=frame.created[0].name)
                     )
-                assigned = from_call(assigned_spec)(leaves)
-                allowed = dict.fromkeys(from_call(touched_spec)(leaves))  # identity membership
-                expected = dict.fromkeys(assigned)
-                if any(v not in allowed for v in frame.discovered) or any(
+                assigned = from_call(trace.expected)(leaves)
+                expected = dict.fromkeys(assigned)  # identity membership
+                if any(v not in supply for v in frame.discovered) or any(
                     v not in expected for v in frame.assigned
                 ):
                     raise Rediscover(frame)
-                touched = {v: supply[v] for v in frame.discovered if v in supply}
+                touched = {v: supply[v] for v in frame.discovered}
+                entry = trace.entry() if trace.entry is not None else None
+                if entry is not None:  # it depends on what this shape's code touched too
+                    _trace.depend(entry, list(touched))
                 jitted.remember(trace, call_args, call_kwargs, touched)
             values_now = frame.values
             new = [values_now[v] if v in values_now else supply[v] for v in assigned]
@@ -119,10 +123,10 @@ class Trace:
         traced = [i for i, h in enumerate(holders) if h is None] if treedef is None else None
         self.function = _named_like(function, fn, n, statics, traced)
 
-    def expect(self, assigned: list[Variable | int], touched: list[Variable | int]) -> None:
-        """From now on (retraces for new shapes) assign ``assigned`` and touch only ``touched``
-        (specs: Variables, or positions of Variable arguments)."""
-        self.expected = (assigned, touched)
+    def expect(self, assigned: list[Variable | int], entry: Any) -> None:
+        """From now on (retraces for new shapes, for ``entry``) assign exactly ``assigned``
+        (a spec: Variables, or positions of Variable arguments)."""
+        self.expected, self.entry = assigned, weakref.ref(entry)
 
 
 def _named_like(
@@ -139,7 +143,7 @@ def _named_like(
     function.__qualname__ = getattr(fn, "__qualname__", function.__qualname__)
     function.__wrapped__ = fn  # type: ignore[attr-defined]  # JAX's source line follows it
     only = inspect.Parameter.POSITIONAL_ONLY
-    first = [inspect.Parameter(f"variable_{i}", only) for i in range(n)]
+    first = [inspect.Parameter(f"_jaxvars_variable_{i}", only) for i in range(n)]
     try:
         # With static arguments taken out, fn's parameters would misname the rest.
         parameters = [] if statics else list(inspect.signature(fn).parameters.values())
@@ -155,7 +159,11 @@ def _named_like(
             inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
             inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
         ]
-    function.__signature__ = inspect.Signature([*first, *parameters])  # type: ignore[attr-defined]
+    try:
+        signature = inspect.Signature([*first, *parameters])
+    except ValueError:  # a parameter named like ours: JAX then names arguments by position
+        return function
+    function.__signature__ = signature  # type: ignore[attr-defined]
     return function
 
 
@@ -177,38 +185,43 @@ def expected_variables(
     """
     found: dict[Variable, None] = {}
     seen: set[int] = set()
+    budget = [_LIMIT]
 
     def visit(x: Any, depth: int) -> None:
-        if len(seen) > _LIMIT or id(x) in seen or isinstance(x, _OPAQUE):
+        budget[0] -= 1
+        if budget[0] < 0 or id(x) in seen:
             return
         seen.add(id(x))
-        if isinstance(x, Variable):
-            if isinstance(x._array, jax.Array):  # not abstract (no value yet)
-                found[x] = None
-        elif isinstance(x, Module):
-            try:
+        try:  # only a hint: an object that fails to show its insides is skipped
+            if isinstance(x, _OPAQUE):
+                return
+            if isinstance(x, Variable):
+                if isinstance(x._array, jax.Array):  # not abstract (no value yet)
+                    found[x] = None
+                return
+            if isinstance(x, Module):
                 for variable in x.variables:
                     visit(variable, depth)
-            except Exception:  # a path collision: the trace will say so, not the guess
-                pass
-        elif depth > 0:
-            for inner in _referred(x):
-                visit(inner, depth - 1)
+            if depth > 0:  # a Module's other attributes too (an optimiser it holds)
+                for inner in itertools.islice(_referred(x), max(budget[0], 0)):
+                    visit(inner, depth - 1)
+        except Exception:
+            pass
 
     for leaf in leaves:
-        visit(leaf, 2)
-    visit(fn, 3)
-    for variable in recent:
+        visit(leaf, 3)
+    visit(fn, 4)
+    for variable in [*recent, *_random.made_stream()]:  # any function may draw randomness
         visit(variable, 0)
     return list(found)
 
 
-def _referred(x: Any) -> list[Any]:
+def _referred(x: Any) -> Iterable[Any]:
     """What an object refers to that may hold variables."""
     if isinstance(x, (list, tuple, set, frozenset)):
-        return list(x)
+        return x
     if isinstance(x, dict):
-        return list(x.values())
+        return x.values()
     if isinstance(x, functools.partial):
         return [x.func, *x.args, *x.keywords.values()]
     if isinstance(x, weakref.ref):
@@ -220,9 +233,9 @@ def _referred(x: Any) -> list[Any]:
         names = _global_names(x.__code__)
         return [*cells, *[x.__globals__[n] for n in names if n in x.__globals__]]
     try:
-        return list(vars(x).values())
+        return vars(x).values()
     except TypeError:  # no __dict__
-        return []
+        return ()
 
 
 def _filled(cell: Any) -> bool:

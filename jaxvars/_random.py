@@ -51,6 +51,11 @@ def key_variable() -> Variable:
     return _stream()
 
 
+def made_stream() -> list[Variable]:
+    """The random stream's state, if a draw made it (never made here: see _stream)."""
+    return list(_state)
+
+
 def is_stream(variable: Variable) -> bool:
     """Whether ``variable`` is the random stream's state."""
     return bool(_state) and variable is _state[0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import inspect
 import logging
+import reprlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,7 +63,7 @@ def signature(
     each variable it touched with the value it saw."""
     described = {}
     for label, x in _arguments(fn, args, kwargs, statics):
-        described[label] = repr(x)[:80] if label.startswith("static") else _describe(x)
+        described[label] = _repr(x) if label.startswith("static") else _describe(x)
     for variable, value in variables.items():
         described[f"variable {_label(variable)}"] = (
             f"{_describe(value)}, trainable={_trainable(variable)}"
@@ -76,7 +77,8 @@ def explain(
     """Log what differs between ``new`` and the closest signature in ``past`` (if any)."""
     if not past:
         return
-    closest = min(past, key=lambda record: len(_differences(record.signature, new)))
+    # The newest of the closest: an older record's eviction is old news.
+    closest = min(reversed(past), key=lambda record: len(_differences(record.signature, new)))
     changes = _differences(closest.signature, new)
     if closest.evicted_by is not None:
         changes.insert(0, closest.evicted_by)
@@ -145,14 +147,25 @@ def _describe(x: Any) -> str:
     if isinstance(x, (np.ndarray, np.generic)):
         return f"{x.dtype}[{','.join(map(str, x.shape))}]"
     if isinstance(x, (bool, str, bytes, type(None))) or type(x).__hash__ is None:
-        return repr(x)[:80]
+        return _repr(x)
     try:
         hash(x)
     except TypeError:
-        return repr(x)[:80]
+        return _repr(x)
     if type(x).__eq__ is object.__eq__:  # keyed by identity: another object is another key
         return f"{type(x).__name__} object at {id(x):#x}"
-    return repr(x)[:80]
+    return _repr(x)
+
+
+def _repr(x: Any) -> str:
+    try:
+        return _SHORT.repr(x)
+    except Exception:  # a user's __repr__ that fails must not fail the call
+        return f"<{type(x).__name__} object>"
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
 
 
 def _sharding(x: Any, aval: Any) -> str:

@@ -11,6 +11,7 @@ import weakref
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from models import MLP, Dense
 
@@ -445,3 +446,78 @@ def test_tracing_errors_name_the_users_function_and_argument():
     assert "tracing the function my_step at" in message and __file__ in message
     assert "argument training" in message
     assert "jaxvars/" not in message.split("See https")[0]
+
+
+# -- one trace per miss, in the patterns users write (found by review) -------------------------
+
+
+def test_alternating_shapes_settle_at_two_compiled_shapes():
+    a, b, runs = jv.Variable(1.0, name="a"), jv.Variable(10.0, name="b"), []
+
+    @jv.jit
+    def f(x):
+        runs.append(1)
+        return x + (b if x.shape[0] > 2 else a)  # each shape reads another variable
+
+    for n in (2, 3, 2, 3, 2, 3):
+        np.testing.assert_array_equal(f(jnp.zeros(n)), np.full(n, 10.0 if n > 2 else 1.0))
+    assert len(runs) == 2 and f.cache_info().hits == 4
+    b.assign(5.0)
+    np.testing.assert_array_equal(f(jnp.zeros(3)), [5.0] * 3)  # an input, not a constant
+
+
+def test_a_step_drawing_randomness_traces_once():
+    jv.random.normal(())  # the stream exists, as in any program that made a model
+    model, runs = Dense(3, 2), []
+
+    @jv.jit
+    def step(m, x):
+        runs.append(1)
+        return m(x * jv.random.uniform(x.shape))
+
+    first, second = step(model, X), step(model, X)
+    assert len(runs) == 1 and not np.array_equal(first, second)  # the stream advanced
+
+
+def test_a_module_holding_its_optimizer_traces_once():
+    class Net(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.dense = Dense(3, 2)
+            self.opt = jv.Optimizer(optax.sgd(0.01), self.dense)
+            self.runs = []
+
+        @jv.jit
+        def train(self, x):
+            self.runs.append(1)
+            loss, grads = jv.value_and_grad(lambda: jnp.sum(self.dense(x) ** 2), self.dense)()
+            self.opt.apply_gradients(grads)
+            return loss
+
+    net = Net()
+    losses = [float(net.train(X)) for _ in range(3)]
+    assert len(net.runs) == 1 and losses[2] < losses[0]
+
+
+def test_objects_that_cannot_be_looked_into_do_not_break_the_guess():
+    class Unlookable:
+        """Like a web framework's request proxy: looking inside it raises."""
+
+        def __getattribute__(self, name):
+            raise RuntimeError("working outside of request context")
+
+    proxy, v = Unlookable(), jv.Variable(1.0, name="v")
+
+    def f(x):
+        if x is proxy:  # refers to it, never uses it
+            return x
+        return v + x
+
+    assert float(jv.jit(f)(1.0)) == 2.0
+
+
+def test_a_parameter_named_like_the_traces_inputs_works():
+    v = jv.Variable(1.0, name="v")
+    assert (
+        float(jv.jit(lambda _jaxvars_variable_0, x: v + x + _jaxvars_variable_0)(1.0, 2.0)) == 4.0
+    )

@@ -204,3 +204,43 @@ def test_cache_info_counts_traces_hits_misses_and_entries():
     assert info.traces == len(runs)
     model.training = False  # evicts the entry
     assert step.cache_info().entries == 0
+
+
+def test_an_argument_whose_repr_raises_does_not_break_the_call(warnings):
+    class Opaque:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+        def __eq__(self, other):
+            return isinstance(other, Opaque)
+
+        def __hash__(self):
+            return 1
+
+    compiled = explained(lambda model, x, mode: model(x), static_argnums=2)
+    model = Scaled()
+    compiled(model, jnp.ones(4), Opaque())
+    compiled(model, jnp.ones((2, 4)), Opaque())
+    assert "argument x: float32[4] -> float32[2,4]" in only(warnings())
+
+
+def test_the_newest_change_is_the_one_explained(warnings):
+    class Rated(Scaled):
+        def __init__(self):
+            super().__init__()
+            self.rate = 0.5
+
+        def __call__(self, x):
+            return super().__call__(x) * self.rate
+
+    compiled, model = explained(lambda model, x: model(x)), Rated()
+    compiled(model, jnp.ones(4))
+    model.training = False
+    compiled(model, jnp.ones(4))
+    model.rate = 0.25
+    compiled(model, jnp.ones(4))
+    messages = warnings()
+    assert (
+        "Rated.training changed" in messages[0]
+        and "Rated.rate changed: 0.5 -> 0.25" in (messages[1])
+    )
