@@ -7,7 +7,9 @@ optax (the same step written by hand, undonated), jaxvars (jv.jit,
 jv.value_and_grad, jv.Optimizer; jv.scan for the deep model) and Flax NNX
 (nnx.jit, nnx.Optimizer; jax.lax.scan over stacked params). Each sample is a
 fresh Python process (no warm caches), samples are interleaved across
-contenders, and the medians are compared.
+contenders, and the medians are compared. jv.jit donates what a step assigns;
+raw jax.jit and nnx.jit with donation are measured too, since donation makes
+XLA's compile slower (9-15% of it here).
 
 Run: pip install -e ".[bench]" && python benchmarks/first_call.py [--quick] [--samples N]
 (--quick: 6 and 60 variables and the scanned model, 3 samples.)
@@ -16,6 +18,7 @@ Target: jaxvars <= 1.05x raw at every size, and ahead of nnx.jit.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import subprocess
@@ -58,7 +61,7 @@ def _scanned_forward(w, b, x):
     return jax.lax.scan(layer, x, (w, b))[0]
 
 
-def raw(layers, scanned):
+def raw(layers, scanned, donate=False):
     import jax
     import jax.numpy as jnp
     import optax
@@ -72,12 +75,12 @@ def raw(layers, scanned):
         params, forward = _params(layers), _forward
     opt_state = tx.init(params)
 
-    @jax.jit
-    def step(params, opt_state, x, y):
+    def train_step(params, opt_state, x, y):
         loss, grads = jax.value_and_grad(lambda p: jnp.mean((forward(p, x) - y) ** 2))(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
+    step = jax.jit(train_step, donate_argnums=(0, 1) if donate else ())
     return lambda: step(params, opt_state, x, y)
 
 
@@ -130,7 +133,7 @@ def jaxvars(layers, scanned):
     return lambda: step(model, x, y)
 
 
-def nnx(layers, scanned):
+def nnx(layers, scanned, donate=False):
     import jax.numpy as jnp
     import optax
     from flax import nnx
@@ -156,16 +159,25 @@ def nnx(layers, scanned):
     model = Deep() if scanned else MLP()
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
 
-    @nnx.jit
-    def step(model, optimizer, x, y):
+    def train_step(model, optimizer, x, y):
         loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
         optimizer.update(model, grads)
         return loss
 
+    step = nnx.jit(train_step, donate_argnums=(0, 1) if donate else ())
     return lambda: step(model, optimizer, x, y)
 
 
-CONTENDERS = {"raw jax.jit": raw, "jv.jit": jaxvars, "nnx.jit": nnx}
+CONTENDERS = {
+    "raw jax.jit": raw,
+    "jv.jit": jaxvars,
+    "nnx.jit": nnx,
+    # jv.jit donates the old buffers of what a step assigns (one set of
+    # parameters in memory, not two); XLA takes longer to compile a donating
+    # step, so the same two with donation show what that costs.
+    "raw, donated": functools.partial(raw, donate=True),
+    "nnx, donated": functools.partial(nnx, donate=True),
+}
 
 
 def sample(contender: str, layers: int, scanned: bool) -> float:
@@ -199,9 +211,12 @@ def main() -> None:
                 times[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
         medians = {name: statistics.median(t) for name, t in times.items()}
         raw_s, nnx_s = medians["raw jax.jit"], medians["nnx.jit"]
+        donated_s = medians["raw, donated"]
         print(f"\n{title}")
         for name, s in medians.items():
-            print(f"  {name:<12} {s:8.3f} s   {s / raw_s:6.3f}x raw   {s / nnx_s:6.3f}x nnx")
+            ratios = f"{s / raw_s:6.3f}x raw   {s / nnx_s:6.3f}x nnx"
+            ratios += f"   {s / donated_s:6.3f}x raw donated"
+            print(f"  {name:<12} {s:8.3f} s   {ratios}")
 
 
 if __name__ == "__main__":
