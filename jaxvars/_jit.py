@@ -50,6 +50,7 @@ from jax.core import Tracer
 from . import _lift, _retrace, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
 from ._explain import ASSIGNS_UNDER_RAW_TRANSFORM, CREATED_IN_TRACE, may_fail_at_run_time
+from ._guess import expected_variables
 from ._jit_entry import Entry
 from ._jit_key import (
     as_tuple,
@@ -63,7 +64,7 @@ from ._jit_key import (
     where_named,
     with_slots,
 )
-from ._jit_trace import Rediscover, Trace, expected_variables
+from ._jit_trace import Rediscover, Trace
 from ._module import Module
 from ._store import Store
 from ._variable import Variable

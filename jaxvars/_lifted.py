@@ -406,9 +406,18 @@ def remat(
                 *[fixed[i] if i in fixed else next(rest) for i in range(len(args))], **keywords
             )
 
-        assigned = _lift.touched(bound, *dynamic).assigned
-        pure = jax.checkpoint(_lift.pure_of(bound, assigned, what="jv.remat"), policy=policy)
-        out, new_values = pure(_lift.snapshot(assigned), *dynamic)
+        # One trace: jax.checkpoint needs the outputs' structure only once the
+        # function has run, so the values of what it assigned, in the order it
+        # assigned them, are outputs, and a variable it reads comes in from the
+        # enclosing frame (closed over, as a checkpointed function's constants do).
+        assigned: list[Variable] = []
+
+        def pure(*dyn: Any) -> Any:
+            out, frame = _lift.run_pure(bound, [], [], dyn, records=True)
+            assigned.extend(frame.assigned)
+            return _lift.mark_returned(out), _lift.collect(frame, assigned)
+
+        out, new_values = jax.checkpoint(pure, policy=policy)(*dynamic)
         _lift.apply(assigned, new_values)
         return _lift.restore_returned(out)
 

@@ -21,9 +21,11 @@ import jax.numpy as jnp
 from . import _lift, _trace
 from ._errors import JaxvarsValueError
 from ._explain import with_path
+from ._guess import expected_variables
 from ._jit_key import is_object
-from ._lifted import axes_of, axis_of, eager, locked, one_slice, union
+from ._lifted import axes_of, axis_of, eager, locked
 from ._store import Store
+from ._variable import Variable
 
 _fresh = itertools.count()
 
@@ -37,6 +39,14 @@ PER_LANE_ASSIGNMENT = (
     "variable_axes={{...: axis}}, or assign a value that does not depend on the lane, "
     "e.g. a reduction over axis_name: jax.lax.pmean(x, axis_name)."
 )
+
+
+class _Missed(Exception):
+    """A trace reached split variables the guess did not give it as mapped inputs."""
+
+    def __init__(self, variables: list[Variable]) -> None:
+        super().__init__("internal: trace again with these mapped")
+        self.variables = variables
 
 
 def vmap(
@@ -114,31 +124,40 @@ def vmap(
 
         if eager() and not args and axis_size is not None and _builds(axes):
             return _ensemble(call, axes, axis_size, out_axes)
-        assigned, read, *_ = _lift.touched(
-            lane,
-            *args,
-            transform=lambda probe: run_vmap(probe, in_axes_all, out_axes),
-            adapt=functools.partial(one_slice, axes),
-        )
-        split = [v for v in union([assigned, read]) if axis_of(axes, v) is not None]
-        broadcast = [v for v in assigned if axis_of(axes, v) is None]
-        split_axes = [axis_of(axes, v) for v in split]
-        body = _lift.pure_of(lane, [*split, *broadcast], what="jv.vmap")
-        n = len(split)
+        # One trace: the split variables (those variable_axes maps) must be mapped
+        # inputs, so they are guessed; the assigned broadcast ones are found by the
+        # trace (their outputs, unmapped, need no axes in advance). A split variable
+        # the guess missed takes one more trace with it as an input.
+        split = [v for v in expected_variables(fn, args, ()) if axis_of(axes, v) is not None]
+        broadcast: list[Variable] = []
 
         def pure(split_values: list[Any], *call_args: Any) -> Any:
             # Broadcast variables enter through the enclosing frame, unmapped.
-            out, new_values = body([*split_values, *_lift.snapshot(broadcast)], *call_args)
-            return out, new_values[:n], new_values[n:]
+            out, frame = _lift.run_pure(lane, split, split_values, call_args, records=True)
+            missed = [v for v in frame.discovered if axis_of(axes, v) is not None]
+            if missed:
+                raise _Missed(missed)
+            broadcast[:] = [v for v in frame.assigned if axis_of(axes, v) is None]
+            return (
+                _lift.mark_returned(out),
+                _lift.collect(frame, split),
+                (_lift.collect(frame, broadcast)),
+            )
 
-        def batched(broadcast_axes: list[Any]) -> Callable[..., Any]:
+        def batched(broadcast_axes: Any) -> Callable[..., Any]:
+            split_axes = [axis_of(axes, v) for v in split]
             ins, outs = (split_axes, *in_axes_all), (out_axes, split_axes, broadcast_axes)
             return run_vmap(pure, ins, outs)
 
         try:
-            out, new_split, new_broadcast = batched([None] * len(broadcast))(
-                _lift.snapshot(split), *args
-            )
+            for _ in range(3):
+                try:
+                    out, new_split, new_broadcast = batched(None)(_lift.snapshot(split), *args)
+                    break
+                except _Missed as more:
+                    split += more.variables
+            else:  # pragma: no cover - the variables it maps keep changing
+                raise JaxvarsValueError("jv.vmap: the variables the function maps kept changing.")
         except ValueError as e:
             message = str(e)
             if "out_axes is None" not in message and "axis spec None" not in message:

@@ -247,6 +247,22 @@ def test_remat_keeps_values_and_gradients_and_assigns_once_per_call():
     assert int(calls) == 2
 
 
+def test_remat_runs_its_function_once_per_call_and_once_per_jit_trace():
+    w, calls, runs = jv.Variable(2.0, name="w"), jv.Variable(0, name="calls"), []
+
+    def block(x):
+        runs.append(1)
+        calls.assign_add(1)
+        return jnp.sin(x * w)
+
+    grad = jv.grad(lambda: jv.remat(block)(1.0), w)()  # eagerly: no probing run
+    assert len(runs) == 1 and int(calls) == 1
+    np.testing.assert_allclose(grad, np.cos(2.0), rtol=1e-6)
+    step = jv.jit(lambda x: jv.grad(lambda: jv.remat(block)(x), w)())
+    step(1.0), step(2.0)
+    assert len(runs) == 2 and int(calls) == 3  # one trace, two calls
+
+
 def test_remat_static_argnums():
     w = jv.Variable(2.0, name="w")
     f = jv.remat(lambda x, power: (x * w) ** power, static_argnums=1)
@@ -465,3 +481,27 @@ def test_variables_made_with_get_variable_on_a_first_call_inside_lifted_transfor
     assert int(step(jnp.ones(3))) == 3
     assert float(jv.default_store()["acc/total"]) == 6.0
     assert len(jv.default_store()) == 1
+
+
+def test_vmap_runs_its_function_once_and_maps_a_variable_the_guess_cannot_see():
+    import types
+
+    w = jv.Variable(jnp.arange(3.0), name="lanes/w")  # split: one element per lane
+    total = jv.Variable(0.0, name="total")
+    runs = []
+    deep = types.SimpleNamespace(a=types.SimpleNamespace(b=types.SimpleNamespace()))
+    deep.a.b.c = types.SimpleNamespace(w=w)  # deeper than the guess looks
+
+    def lane(x):
+        runs.append(1)
+        total.assign(jnp.float32(7.0))  # a broadcast variable, the same in every lane
+        return w * x
+
+    def hidden_lane(x):
+        return deep.a.b.c.w * x
+
+    out = jv.vmap(lane, variable_axes={"lanes/": 0})(jnp.ones(3))
+    np.testing.assert_array_equal(out, [0.0, 1.0, 2.0])
+    assert len(runs) == 1 and float(total) == 7.0
+    out = jv.vmap(hidden_lane, variable_axes={"lanes/": 0})(jnp.full(3, 2.0))
+    np.testing.assert_array_equal(out, [0.0, 2.0, 4.0])
