@@ -418,7 +418,8 @@ def remat(
             return _lift.mark_returned(out), _lift.collect(frame, assigned)
 
         out, new_values = jax.checkpoint(pure, policy=policy)(*dynamic)
-        _lift.apply(assigned, new_values)
+        # Eagerly, a constant assigned comes back as a NumPy-backed array: make it JAX's.
+        _lift.apply(assigned, [jnp.asarray(value) for value in new_values])
         return _lift.restore_returned(out)
 
     return rematerialised

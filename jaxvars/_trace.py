@@ -310,8 +310,8 @@ def lifted_call() -> Iterator[None]:
 def run_of(fn: Any) -> Iterator[None]:
     """One run of ``fn``, a lifted transform's function, as one pass (see ``Pass``).
 
-    A lifted transform runs its function once to find the variables and once
-    more when JAX traces it: both build the same thing.
+    A lifted transform may run its function more than once (to find the
+    variables, then when JAX traces it): every run builds the same thing.
     """
     call = _lifted.get()
     if call is None:

@@ -41,6 +41,21 @@ PER_LANE_ASSIGNMENT = (
 )
 
 
+def _mapped_size(args: tuple[Any, ...], in_axes: tuple[Any, ...]) -> int | None:
+    """The number of lanes, from the first argument mapped over a plain axis (or None)."""
+    for arg, axis in zip(args, in_axes, strict=True):
+        leaves = jax.tree_util.tree_leaves(arg)
+        if isinstance(axis, int) and leaves and hasattr(leaves[0], "shape"):
+            return int(leaves[0].shape[axis])
+    return None
+
+
+def _fits(variable: Variable, axis: int | None, size: int | None) -> bool:
+    if axis is None or not -len(variable.shape) <= axis < len(variable.shape):
+        return False
+    return size is None or variable.shape[axis] == size
+
+
 class _Missed(Exception):
     """A trace reached split variables the guess did not give it as mapped inputs."""
 
@@ -128,7 +143,12 @@ def vmap(
         # inputs, so they are guessed; the assigned broadcast ones are found by the
         # trace (their outputs, unmapped, need no axes in advance). A split variable
         # the guess missed takes one more trace with it as an input.
-        split = [v for v in expected_variables(fn, args, ()) if axis_of(axes, v) is not None]
+        size = axis_size if axis_size is not None else _mapped_size(args, in_axes_all)
+        split = [
+            v
+            for v in expected_variables(fn, args, ())
+            if _fits(v, axis_of(axes, v), size)  # a variable it cannot map is no guess
+        ]
         broadcast: list[Variable] = []
 
         def pure(split_values: list[Any], *call_args: Any) -> Any:

@@ -505,3 +505,24 @@ def test_vmap_runs_its_function_once_and_maps_a_variable_the_guess_cannot_see():
     assert len(runs) == 1 and float(total) == 7.0
     out = jv.vmap(hidden_lane, variable_axes={"lanes/": 0})(jnp.full(3, 2.0))
     np.testing.assert_array_equal(out, [0.0, 2.0, 4.0])
+
+
+def test_remat_eagerly_assigning_a_constant():
+    w = jv.Variable(3.0, name="w")
+
+    def reset():
+        w.assign(5.0)
+        return w * 1
+
+    assert float(jv.remat(reset)()) == 5.0 and float(w) == 5.0
+
+
+def test_vmap_leaves_alone_a_variable_it_could_map_but_never_touches():
+    s = jv.Variable(jnp.arange(3.0), name="s_small")
+    big = jv.Variable(jnp.zeros(5), name="s_big")  # matches variable_axes, cannot be mapped
+
+    def lane(x, use_big=False):
+        return x * (big.sum() if use_big else s)
+
+    out = jv.vmap(lane, variable_axes={"^s_": 0})(jnp.full(3, 3.0))
+    np.testing.assert_array_equal(out, [0.0, 3.0, 6.0])
