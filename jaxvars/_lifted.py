@@ -395,9 +395,10 @@ def remat(
     @functools.wraps(fn)
     @locked
     def rematerialised(*args: P.args, **kwargs: P.kwargs) -> R:
-        fixed = {i: a for i, a in enumerate(args) if i in statics}
+        n = len(args)  # negative static_argnums count from the end, as jax.checkpoint's do
+        fixed = {i: a for i, a in enumerate(args) if i in statics or i - n in statics}
         # Keyword arguments travel as one more (pytree) argument, as jax.checkpoint's do.
-        dynamic = [*(a for i, a in enumerate(args) if i not in statics), kwargs]
+        dynamic = [*(a for i, a in enumerate(args) if i not in fixed), kwargs]
 
         def bound(*dyn: Any) -> Any:
             *positional, keywords = dyn

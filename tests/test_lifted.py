@@ -526,3 +526,9 @@ def test_vmap_leaves_alone_a_variable_it_could_map_but_never_touches():
 
     out = jv.vmap(lane, variable_axes={"^s_": 0})(jnp.full(3, 3.0))
     np.testing.assert_array_equal(out, [0.0, 3.0, 6.0])
+
+
+def test_remat_negative_static_argnums_count_from_the_end():
+    w = jv.Variable(2.0, name="w")
+    f = jv.remat(lambda x, mode: x * w if mode == "a" else x, static_argnums=-1)
+    assert float(f(2.0, "a")) == 4.0 and float(f(2.0, "b")) == 2.0
