@@ -1,10 +1,11 @@
 """The lifting path every jaxvars transform shares: snapshot, run pure, collect, apply.
 
 A transform turns a function that reads and assigns variables into a pure
-function of their values, which a JAX transform can take. First ``touched``
-traces the function abstractly once to learn which variables it assigns
-(``jv.jit`` passes ``jax.make_jaxpr`` as the tracer, which also shows it the
-callbacks); ``pure_of`` then wraps steps 2 and 3:
+function of their values, which a JAX transform can take. Where the
+transform needs them before JAX traces the function, ``touched`` traces it
+abstractly once to learn which variables it assigns (``jv.jit``, ``jv.remat``
+and ``jv.vmap`` learn it from the one trace instead); ``pure_of`` then wraps
+steps 2 and 3:
 
 1. **snapshot** the values of the variables the function touches, read
    through the enclosing frame (tracers inside an outer transform, arrays
@@ -56,7 +57,7 @@ def run_pure(
     The frame holds what ``fn`` assigned (``frame.assigned``) and, with
     ``records``, the variables it touched that were not given
     (``frame.discovered``); with ``defer``, those created from traced values
-    (``frame.pending``, see ``touched``).
+    (``frame.pending``, see ``_trace.Frame``).
     """
     with (
         _trace.run_of(fn),
@@ -73,8 +74,6 @@ class Touched(NamedTuple):
     assigned: list[Variable]  # the variables it assigns, in order
     read: list[Variable]  # those it reads and does not assign
     used: list[Any]  # modules whose methods it ran, collections it read
-    traced: Any  # what ``trace`` returned (a jaxpr, or the output's shapes)
-    pending: list[Any]  # with ``defer``: creations left to ``settle`` (see _trace.Frame)
 
 
 def touched(
@@ -82,21 +81,16 @@ def touched(
     *args: Any,
     transform: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
     adapt: Callable[[Variable, Any], Any] | None = None,
-    trace: Callable[..., Any] = jax.eval_shape,
-    defer: bool = False,
 ) -> Touched:
-    """Trace ``fn(*args)`` abstractly once to learn the variables it touches.
+    """Trace ``fn(*args)`` abstractly once (``jax.eval_shape``) to learn the variables
+    it touches.
 
     The pass runs inside ``transform`` if given (e.g. the ``jax.vmap`` the
     function will run under, so that axis names resolve); ``adapt`` turns a
-    variable's value into what one iteration or lane sees; ``trace(f, *args)``
-    is the abstract evaluation (``jax.eval_shape``; ``jv.jit`` makes a jaxpr).
-    Variables that ``fn`` makes (``get_variable``, a module that builds
-    itself) are created here, concretely. Its assignments land in the pass's
-    own frame and are dropped. With ``defer`` (a whole trace, ``trace`` making a
-    jaxpr), variables it creates from values it computed are deferred, and the
-    probe returns ``(result, their traced values, the assigned values)``: the
-    pass can then run as the call itself (see ``settle``).
+    variable's value into what one iteration or lane sees. Variables that
+    ``fn`` makes (``get_variable``, a module that builds itself) are created
+    here, concretely. Its assignments land in the pass's own frame and are
+    dropped.
     """
     frames: list[_trace.Frame] = []
 
@@ -106,56 +100,22 @@ def touched(
         with _trace.run_of(fn), _trace.frame({}, records=True) as frame:
             frames.append(frame)
             frame.adapt = adapt
-            frame.pending = [] if defer else None
-            out = fn(*call_args, **call_kwargs)
-        if frame.pending is None:
-            return out
-        deferred = [traced for *_, traced in frame.pending]
-        return mark_returned(out), deferred, [frame.values[v] for v in frame.assigned]
+            return fn(*call_args, **call_kwargs)
 
-    try:
-        traced = trace(transform(probe) if transform else probe, *args)
-    except BaseException:
-        # Never a tracer left behind as a value or a mask.
-        pending = (frames[-1].pending or []) if frames else []
-        settle(pending, [None] * len(pending))
-        raise
+    jax.eval_shape(transform(probe) if transform else probe, *args)
     frame = frames[-1]
     assigned = list(frame.assigned)
     read = [v for v in frame.discovered if v not in frame.assigned]
-    return Touched(assigned, read, list(frame.used), traced, frame.pending or [])
+    return Touched(assigned, read, list(frame.used))
 
 
-def computed(
-    traced: Any, inputs: Sequence[Any], last: int | None = None, **jit_kwargs: Any
-) -> list[Any]:
-    """The results of a traced computation (a closed jaxpr) on ``inputs``.
+def computed(traced: Any, inputs: Sequence[Any], last: int) -> list[Any]:
+    """The last ``last`` results of a traced computation (a closed jaxpr) on ``inputs``.
 
-    Compiled, so with ``last`` (only the last results) XLA computes only what
-    those need.
+    Compiled, so XLA computes only what those need.
     """
     run = jaxpr_as_fun(traced)
-    return jax.jit(lambda *xs: run(*xs)[-last:] if last else run(*xs), **jit_kwargs)(*inputs)
-
-
-def run_as_call(found: Touched, inputs: Sequence[Any], jit_kwargs: dict[str, Any]) -> Any:
-    """Run a pass ``touched(..., defer=True)`` made (``trace`` giving a jaxpr and
-    the result's shapes) as the call itself: compute and give the deferred
-    values, apply the assignments, return the result (placed by ``jax.jit``'s
-    placement keywords, as the compiled step's would be)."""
-    traced, shapes = found.traced
-    placement = {k: v for k, v in jit_kwargs.items() if k in ("device", "backend")}
-    results = computed(traced, inputs, **placement)
-    jax.block_until_ready(results)  # a failure (a callback) changes nothing
-    out, deferred, assigned = jax.tree_util.tree_unflatten(
-        jax.tree_util.tree_structure(shapes), results
-    )
-    with _trace.STATE_LOCK:
-        settle(found.pending, deferred)
-        apply(found.assigned, assigned)
-    if "out_shardings" in jit_kwargs:
-        out = jax.device_put(out, jit_kwargs["out_shardings"])
-    return restore_returned(out)
+    return jax.jit(lambda *xs: run(*xs)[-last:])(*inputs)
 
 
 def settle(pending: list[Any], values: Sequence[Any]) -> None:
