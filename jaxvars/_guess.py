@@ -26,12 +26,13 @@ _OPAQUE = (type, types.ModuleType, jax.Array, str, bytes, int, float, complex, b
 
 
 def expected_variables(
-    fn: Callable[..., Any], leaves: Sequence[Any], recent: Iterable[Variable]
+    functions: Sequence[Callable[..., Any]], leaves: Sequence[Any], recent: Iterable[Variable]
 ) -> list[Variable]:
-    """The variables a call of ``fn`` with ``leaves`` will probably touch, in a fixed order.
+    """The variables a call of ``functions`` with ``leaves`` will probably touch, in a
+    fixed order.
 
     Those of the arguments (Variables, Modules, objects holding them), of the
-    objects ``fn``'s closure and globals refer to, and those the previous
+    objects the functions' closures and globals refer to, and those the previous
     trace touched. A variable missed costs a second trace, one too many only an
     unused input; abstract variables (no value yet) are left out.
     """
@@ -62,7 +63,8 @@ def expected_variables(
 
     for leaf in leaves:
         visit(leaf, 3)
-    visit(fn, 4)
+    for fn in functions:
+        visit(fn, 4)
     for variable in [*recent, *_random.made_stream()]:  # any function may draw randomness
         visit(variable, 0)
     return list(found)

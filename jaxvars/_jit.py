@@ -194,7 +194,7 @@ class Jitted:
         missed: list[Variable] = []  # what this call's earlier traces touched unsupplied
         for _ in range(_MAX_TRACES):
             recent = [v for v in (ref() for ref in self._recent) if v is not None]
-            guess = expected_variables(self._fn, leaves, [*recent, *missed])
+            guess = expected_variables([self._fn], leaves, [*recent, *missed])
             trace = Trace(self, layout, [positions.get(id(v), v) for v in guess], [False])
             values = [v._array for v in trace.variables_of(leaves)]
             traced = jax.jit(trace.function).trace(*values, *args, **kwargs)

@@ -24,16 +24,16 @@ holding its new value after step 4, never a value frozen at trace time.
 
 from __future__ import annotations
 
-import functools
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 from jax.extend.core import jaxpr_as_fun
 
 from . import _initial, _trace
 from ._errors import JaxvarsValueError
+from ._guess import expected_variables
 from ._variable import Variable
 
 
@@ -68,45 +68,154 @@ def run_pure(
     return out, frame
 
 
-class Touched(NamedTuple):
-    """What one abstract pass over a function found."""
+class Missed(Exception):
+    """A trace needed variables it was not given as inputs: trace again with them."""
 
-    assigned: list[Variable]  # the variables it assigns, in order
-    read: list[Variable]  # those it reads and does not assign
-    used: list[Any]  # modules whose methods it ran, collections it read
+    def __init__(self, variables: list[Variable]) -> None:
+        super().__init__("internal: trace again with these as inputs")
+        self.variables = variables
 
 
-def touched(
-    fn: Callable[..., Any],
-    *args: Any,
-    transform: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
-    adapt: Callable[[Variable, Any], Any] | None = None,
-) -> Touched:
-    """Trace ``fn(*args)`` abstractly once (``jax.eval_shape``) to learn the variables
-    it touches.
+_TRIES = 3  # a guess, then the variables a trace missed, then (rarely) what that one missed
 
-    The pass runs inside ``transform`` if given (e.g. the ``jax.vmap`` the
-    function will run under, so that axis names resolve); ``adapt`` turns a
-    variable's value into what one iteration or lane sees. Variables that
-    ``fn`` makes (``get_variable``, a module that builds itself) are created
-    here, concretely. Its assignments land in the pass's own frame and are
-    dropped.
+
+# The variables the latest trace of each function missed, by its code (a lambda
+# made anew on every call shares them): the guess of the next call includes them.
+# Weak on both sides, as jax.jit's caches are.
+_missed: weakref.WeakKeyDictionary[Any, list[weakref.ref[Variable]]] = weakref.WeakKeyDictionary()
+
+
+def _code(fn: Any) -> Any:
+    """What ``_missed`` knows ``fn`` by (None: nothing, it cannot be weakly referred to)."""
+    code = getattr(getattr(fn, "__func__", fn), "__code__", fn)
+    try:
+        weakref.ref(code)
+    except TypeError:
+        return None
+    return code
+
+
+class Lifting:
+    """One call of a lifted transform: its functions traced once, over a guess.
+
+    JAX needs a loop's carry, a branch's outputs and the mapped inputs before
+    it traces the function, but which variables the function touches is only
+    known once it has run. Instead of a first, abstract run to find out, the
+    variables it will probably touch (``_guess``) are handed in as inputs: a
+    loop carries them, branches take them as operands. What the function does
+    not assign, it returns unchanged, and JAX turns such pass-through values
+    into constants (``jax.lax.cond``, ``scan`` and ``while_loop`` all prune
+    forwarded outputs), so a guess too big costs no copy.
+
+    A variable the function assigns but was not given (or, with ``split``, one
+    it reads whose iterations or lanes see slices) is ``Missed``: ``attempts``
+    traces again with it added. The guess takes from the enclosing frame only
+    what it can give without noting a read (``Frame.peek``), so an unused
+    guess never makes an enclosing ``jv.jit`` retrace or depend on a variable;
+    ``finish`` notes the reads that happened.
     """
-    frames: list[_trace.Frame] = []
 
-    # Wrapped, so that JAX's errors name fn (and its arguments), not this probe.
-    @functools.wraps(fn)
-    def probe(*call_args: Any, **call_kwargs: Any) -> Any:
+    def __init__(
+        self,
+        what: str,
+        functions: Sequence[Callable[..., Any]],
+        args: Sequence[Any],
+        *,
+        split: Callable[[Variable], bool] | None = None,
+        fits: Callable[[Variable], bool] | None = None,
+    ) -> None:
+        self.what = what
+        self.split = split  # whether a variable's iterations (lanes) see slices of it
+        self.outer = _trace.current.get()
+        self.values: dict[Variable, Any] = {}
+        self.codes = [code for code in map(_code, functions) if code is not None]
+        recent = [
+            v for code in self.codes for ref in _missed.get(code, ()) if (v := ref()) is not None
+        ]
+        for variable in expected_variables(functions, args, recent):
+            value = self.outer.peek(variable) if self.outer else variable._value
+            if value is not _trace.MISSING and (fits is None or fits(variable)):
+                self.values[variable] = value
+        self.frames: dict[Any, _trace.Frame] = {}  # each function's latest trace
+
+    def attempts(self, attempt: Callable[[list[Variable]], Any]) -> tuple[list[Variable], Any]:
+        """``attempt(variables)`` (the guess), traced again while it misses variables;
+        returns the variables it was given and its result."""
+        variables = list(self.values)
+        for _ in range(_TRIES):
+            try:
+                return variables, attempt(variables)
+            except Missed as more:
+                for code in self.codes:  # the next call's guess includes them
+                    _missed[code] = [weakref.ref(v) for v in more.variables]
+                variables += [v for v in more.variables if v not in self.values]
+                self.values.update((v, v._value) for v in more.variables)  # read: it is used
+        raise JaxvarsValueError(  # pragma: no cover - needs a function that keeps changing
+            f"{self.what}: the variables it touches kept changing between traces; make them "
+            "independent of the values it is traced with."
+        )
+
+    def inputs(self, variables: Sequence[Variable]) -> list[Any]:
+        """The values ``variables`` enter the transform with."""
+        return [self.values[v] for v in variables]
+
+    def run(
+        self,
+        fn: Callable[..., Any],
+        variables: Sequence[Variable],
+        values: Sequence[Any],
+        args: Any,
+    ) -> tuple[Any, _trace.Frame]:
+        """One trace of ``fn(*args)`` with ``variables`` supplied as ``values``."""
+        supply = dict(zip(variables, values, strict=True))
         with _trace.run_of(fn), _trace.frame({}, records=True) as frame:
-            frames.append(frame)
-            frame.adapt = adapt
-            return fn(*call_args, **call_kwargs)
+            frame.supply = supply
+            out = fn(*args)
+        self.frames[fn] = frame
+        split = self.split
+        if split is not None:
+            missed = [v for v in frame.discovered if v not in supply and split(v)]
+            if missed:
+                raise Missed(missed)
+        return out, frame
 
-    jax.eval_shape(transform(probe) if transform else probe, *args)
-    frame = frames[-1]
-    assigned = list(frame.assigned)
-    read = [v for v in frame.discovered if v not in frame.assigned]
-    return Touched(assigned, read, list(frame.used))
+    def pure(
+        self, fn: Callable[..., Any], variables: Sequence[Variable], *, mark: bool = True
+    ) -> Callable[..., Any]:
+        """``fn`` as ``(values, *args) -> (result, values at its end)`` of ``variables``,
+        for one trace. With ``mark``, Variables in the result are marked (see module
+        doc); loops, whose carry must keep its structure, pass ``mark=False``."""
+
+        given = dict.fromkeys(variables)  # identity membership
+
+        def pure(values: Sequence[Any], *args: Any) -> Any:
+            out, frame = self.run(fn, variables, values, args)
+            missed = [v for v in frame.assigned if v not in given]
+            if missed:
+                raise Missed(missed)
+            ends = [frame.values.get(v, value) for v, value in zip(variables, values, strict=True)]
+            return (mark_returned(out) if mark else out), ends
+
+        return pure
+
+    def assigned(self) -> list[Variable]:
+        """What the latest traces of the functions assigned, in order."""
+        merged: dict[Variable, None] = {}
+        for frame in self.frames.values():
+            merged.update(frame.assigned)
+        return list(merged)
+
+    def finish(self, ends: dict[Variable, Any]) -> None:
+        """Apply the assignments (new values from ``ends``) and, inside an enclosing
+        trace, note the variables the functions read there."""
+        assigned = self.assigned()
+        written = dict.fromkeys(assigned)  # identity membership
+        if self.outer is not None:
+            for frame in self.frames.values():
+                for variable in frame.discovered:
+                    if variable not in written:
+                        variable._value  # noqa: B018  # the read, noted by the open frame
+        apply(assigned, [ends[v] for v in assigned])
 
 
 def computed(traced: Any, inputs: Sequence[Any], last: int) -> list[Any]:
@@ -122,32 +231,6 @@ def settle(pending: list[Any], values: Sequence[Any]) -> None:
     """Give the variables a trace created from values it computed those values."""
     for (variable, attribute, _), value in zip(pending, values, strict=True):
         _initial.settle(variable, attribute, value)
-
-
-def pure_of(
-    fn: Callable[..., Any], variables: Sequence[Variable], *, what: str, mark: bool = True
-) -> Callable[..., Any]:
-    """``fn`` as a pure function ``(values, *args) -> (result, new values)`` of ``variables``.
-
-    ``variables`` must hold every variable ``fn`` assigns (from ``touched``);
-    one it assigns only when traced again (Python control flow that changed
-    in between) is an error naming it. With ``mark``, Variables in the result
-    are marked (see module doc); loops, whose carry must keep its structure,
-    pass ``mark=False``.
-    """
-    expected = dict.fromkeys(variables)  # identity membership
-
-    def pure(values: Sequence[Any], *args: Any) -> Any:
-        out, frame = run_pure(fn, variables, values, args, records=True)
-        extra = [v.name for v in frame.assigned if v not in expected]
-        if extra:
-            raise JaxvarsValueError(
-                f"{what}: assigned {extra} when traced but not on its first, probing run; "
-                "make the variables it assigns independent of the values it is traced with."
-            )
-        return (mark_returned(out) if mark else out), collect(frame, variables)
-
-    return pure
 
 
 def collect(frame: _trace.Frame, variables: Sequence[Variable]) -> list[Any]:

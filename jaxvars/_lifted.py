@@ -85,9 +85,10 @@ def cond(pred: Any, true_fn: Callable[..., R], false_fn: Callable[..., R], *oper
         2
     """
     pred = unwrap(pred)  # a Variable flag: its value (traced inside jv.jit)
-    index = jnp.where(pred, 1, 0) if _traced(pred) else int(bool(pred))
-    # TF builds true_fn first, so it names its layers first (dense, then dense_1).
-    return _switch(index, [false_fn, true_fn], operands, order=(1, 0))
+    index = jnp.where(pred, 0, 1) if _traced(pred) else 1 - int(bool(pred))
+    # True first: JAX traces the branches in order, and TF builds true_fn first,
+    # so it names its layers first (dense, then dense_1).
+    return _switch(index, [true_fn, false_fn], operands)
 
 
 @locked
@@ -110,11 +111,10 @@ def switch(index: Any, branches: Sequence[Callable[..., R]], *operands: Any) -> 
         >>> float(v)
         2.0
     """
-    return _switch(index, list(branches), operands, order=range(len(branches)))
+    return _switch(index, list(branches), operands)
 
 
-def _switch(index: Any, branches: list[Any], operands: Any, order: Sequence[int]) -> Any:
-    """``switch``, its branches first run (and so named) in ``order``."""
+def _switch(index: Any, branches: list[Any], operands: Any) -> Any:
     if not branches:
         raise JaxvarsValueError("jv.switch needs at least one branch.")
     index = unwrap(index)
@@ -125,13 +125,17 @@ def _switch(index: Any, branches: list[Any], operands: Any, order: Sequence[int]
         assigned = list(frame.assigned)
         _lift.apply(assigned, _lift.collect(frame, assigned))
         return out
+    lifting = _lift.Lifting("jv.switch branch", branches, operands)
     # Traced, a Variable a branch returns comes back as its value (as tf.cond
     # gives tensors): the branches' results must have one structure.
     branches = [_returning_values(branch) for branch in branches]
-    assigned = union(_lift.touched(branches[i], *operands).assigned for i in order)
-    pures = [_lift.pure_of(branch, assigned, what="jv.switch branch") for branch in branches]
-    out, new_values = jax.lax.switch(index, pures, _lift.snapshot(assigned), *operands)
-    _lift.apply(assigned, new_values)
+
+    def attempt(variables: list[Variable]) -> Any:
+        pures = [lifting.pure(branch, variables) for branch in branches]
+        return jax.lax.switch(index, pures, lifting.inputs(variables), *operands)
+
+    variables, (out, ends) = lifting.attempts(attempt)
+    lifting.finish(dict(zip(variables, ends, strict=True)))
     return _lift.restore_returned(out)
 
 
@@ -146,13 +150,6 @@ def _returning_values(branch: Callable[..., Any]) -> Callable[..., Any]:
 
 def _traced(x: Any) -> bool:
     return isinstance(x, Tracer)
-
-
-def union(groups: Any) -> list[Variable]:
-    merged: dict[Variable, None] = {}  # an ordered set by identity
-    for group in groups:
-        merged.update(dict.fromkeys(group))
-    return list(merged)
 
 
 # -- while_loop ----------------------------------------------------------------------------
@@ -178,31 +175,38 @@ def while_loop(cond_fun: Callable[[T], Any], body_fun: Callable[[T], T], init_va
         >>> int(jv.while_loop(lambda i: total < 10, body, 0)), int(total)
         (5, 10)
     """
-    assigned_in_cond = _lift.touched(cond_fun, init_val).assigned
-    if assigned_in_cond:
-        names = ", ".join(f"'{v.name}'" for v in assigned_in_cond)
-        raise with_path(
-            assigned_in_cond[0],
-            JaxvarsValueError(
-                f"jv.while_loop: cond_fun assigns variable(s) {names}; it may only read them. "
-                "Move the assignment into body_fun."
-            ),
-        )
-    assigned = _lift.touched(body_fun, init_val).assigned
-    body = _lift.pure_of(body_fun, assigned, what="jv.while_loop body", mark=False)
+    lifting = _lift.Lifting("jv.while_loop body", [cond_fun, body_fun], [init_val])
 
-    def pure_cond(carry: Any) -> Any:
-        value, values = carry
-        out, _ = _lift.run_pure(cond_fun, assigned, values, (value,), records=True)
-        return out
+    def attempt(variables: list[Variable]) -> Any:
+        body = lifting.pure(body_fun, variables, mark=False)
 
-    def pure_body(carry: Any) -> Any:
-        value, values = carry
-        return body(values, value)
+        def pure_cond(carry: Any) -> Any:
+            value, values = carry
+            out, frame = lifting.run(cond_fun, variables, values, (value,))
+            if frame.assigned:
+                raise _assigned_in_cond(list(frame.assigned))
+            return out
 
-    value, values = jax.lax.while_loop(pure_cond, pure_body, (init_val, _lift.snapshot(assigned)))
-    _lift.apply(assigned, values)
+        def pure_body(carry: Any) -> Any:
+            value, values = carry
+            return body(values, value)
+
+        return jax.lax.while_loop(pure_cond, pure_body, (init_val, lifting.inputs(variables)))
+
+    variables, (value, ends) = lifting.attempts(attempt)
+    lifting.finish(dict(zip(variables, ends, strict=True)))
     return value
+
+
+def _assigned_in_cond(assigned: list[Variable]) -> Exception:
+    names = ", ".join(f"'{v.name}'" for v in assigned)
+    return with_path(
+        assigned[0],
+        JaxvarsValueError(
+            f"jv.while_loop: cond_fun assigns variable(s) {names}; it may only read them. "
+            "Move the assignment into body_fun."
+        ),
+    )
 
 
 # -- scan --------------------------------------------------------------------------------------
@@ -243,80 +247,89 @@ def scan(
     """
     per_iteration = axes_of(variable_axes, "jv.scan")
 
-    def run_scan(body: Callable[..., Any], carry: Any, sliced: Any) -> Any:
-        return jax.lax.scan(body, carry, sliced, length=length, reverse=reverse, unroll=unroll)
-
-    assigned, read, *_ = _lift.touched(
-        f,
-        init,
-        xs,
-        transform=lambda probe: functools.partial(run_scan, probe),
-        adapt=functools.partial(one_slice, per_iteration),
+    size = _length(length, xs)
+    lifting = _lift.Lifting(
+        "jv.scan body",
+        [f],
+        [init, xs],
+        split=lambda v: axis_of(per_iteration, v) is not None,
+        # A variable it cannot split is no guess (one it reads is missed, then refused).
+        fits=lambda v: axis_of(per_iteration, v) is None or splits(v, per_iteration, size),
     )
-    stacked = [v for v in union([assigned, read]) if axis_of(per_iteration, v) is not None]
-    carried = [v for v in assigned if axis_of(per_iteration, v) is None]
-    axes = [cast(int, axis_of(per_iteration, v)) for v in stacked]
-    body = _lift.pure_of(f, [*carried, *stacked], what="jv.scan body", mark=False)
-    n = len(carried)
-    # Only assigned slices leave the loop: stacked weights that are only read
-    # (scan over layers) are not copied into an output.
-    written = [i for i, v in enumerate(stacked) if v in dict.fromkeys(assigned)]
 
-    def step(carry: Any, sliced: Any) -> Any:
-        value, carried_values = carry
-        x, slices = sliced
-        (value, y), new_values = body([*carried_values, *slices], value, x)
-        return (value, new_values[:n]), (y, [new_values[n + i] for i in written])
+    def attempt(variables: list[Variable]) -> Any:
+        # Shared variables are carried (those only read, JAX makes constants);
+        # stacked ones enter as scanned slices, and their slices leave as outputs.
+        shared = [v for v in variables if axis_of(per_iteration, v) is None]
+        stacked = [v for v in variables if axis_of(per_iteration, v) is not None]
+        axes = [cast(int, axis_of(per_iteration, v)) for v in stacked]
+        check_splits("jv.scan", stacked, axes, size)
+        body = lifting.pure(f, [*shared, *stacked], mark=False)
+        n = len(shared)
 
-    _check_depths(stacked, axes, length, xs)
-    stacks = [jnp.moveaxis(v._value, axis, 0) for v, axis in zip(stacked, axes, strict=True)]
-    (value, carried_values), (ys, new_stacks) = run_scan(
-        step, (init, _lift.snapshot(carried)), (xs, stacks)
-    )
-    _lift.apply(carried, carried_values)
-    _lift.apply(
-        [stacked[i] for i in written],
-        [jnp.moveaxis(new, 0, axes[i]) for i, new in zip(written, new_stacks, strict=True)],
-    )
+        def step(carry: Any, sliced: Any) -> Any:
+            value, shared_values = carry
+            x, slices = sliced
+            (value, y), ends = body([*shared_values, *slices], value, x)
+            return (value, ends[:n]), (y, ends[n:])
+
+        stacks = [
+            jnp.moveaxis(value, axis, 0)
+            for value, axis in zip(lifting.inputs(stacked), axes, strict=True)
+        ]
+        (value, shared_ends), (ys, stacked_ends) = jax.lax.scan(
+            step,
+            (init, lifting.inputs(shared)),
+            (xs, stacks),
+            length=length,
+            reverse=reverse,
+            unroll=unroll,
+        )
+        assigned = dict.fromkeys(lifting.assigned())
+        ends = dict(zip(shared, shared_ends, strict=True))
+        for variable, axis, new in zip(stacked, axes, stacked_ends, strict=True):
+            if variable in assigned:  # JAX passes the others through uncopied
+                ends[variable] = jnp.moveaxis(new, 0, axis)
+        return ends, value, ys
+
+    _, (ends, value, ys) = lifting.attempts(attempt)
+    lifting.finish(ends)
     return value, ys
 
 
-def _check_depths(stacked: list[Variable], axes: list[int], length: int | None, xs: Any) -> None:
-    """Each per-iteration variable must have one slice per iteration."""
+def _length(length: int | None, xs: Any) -> int | None:
+    """The number of iterations, if ``length`` or ``xs`` tell it."""
     leaves = jax.tree_util.tree_leaves(xs)
     if length is None and leaves:
         length = int(jnp.shape(leaves[0])[0])
-    for variable, axis in zip(stacked, axes, strict=True):
-        depth = variable.shape[axis] if -len(variable.shape) <= axis < len(variable.shape) else None
-        if length is None:
-            length = depth
-        if depth is None or depth != length:
-            raise with_path(
-                variable,
-                JaxvarsValueError(
-                    f"jv.scan: variable '{variable.name}' of shape {variable.shape} is split "
-                    f"along axis {axis} (variable_axes), so it needs {length} slices there, one "
-                    f"per iteration; it has {depth}. Stack one slice per iteration (layer), or "
-                    "leave it out of variable_axes to share it across iterations."
-                ),
+    return length
+
+
+def check_splits(what: str, split: list[Variable], axes: list[int], size: int | None) -> None:
+    """Each split variable must have its axis, with one slice per iteration (lane)."""
+    one = "lane" if what == "jv.vmap" else "iteration"
+    for variable, axis in zip(split, axes, strict=True):
+        ndim = len(variable.shape)
+        if not -ndim <= axis < ndim:
+            problem = (
+                f"along axis {axis}, which it does not have. Give an axis below {ndim}, "
+                "or leave the variable out of variable_axes to share it."
             )
-
-
-def one_slice(axes: Any, variable: Variable, value: Any) -> Any:
-    """What one iteration (or lane) sees of ``variable``: a slice if it is split."""
-    axis = axis_of(axes, variable)
-    if axis is None:
-        return value
-    if not -value.ndim <= axis < value.ndim:
+        elif size not in (None, variable.shape[axis]):
+            problem = (
+                f"along axis {axis} (variable_axes), so it needs {size} slices there, one "
+                f"per {one}; it has {variable.shape[axis]}. Stack one slice per {one}, "
+                f"or leave it out of variable_axes to share it across {one}s."
+            )
+        else:
+            size = variable.shape[axis]
+            continue
         raise with_path(
             variable,
             JaxvarsValueError(
-                f"variable_axes splits variable '{variable.name}' of shape {variable.shape} "
-                f"along axis {axis}, which it does not have. Give an axis below {value.ndim}, "
-                "or leave the variable out of variable_axes to share it."
+                f"{what}: variable '{variable.name}' of shape {variable.shape} is split {problem}"
             ),
         )
-    return jnp.take(value, 0, axis=axis)
 
 
 # -- variable axes: Variables, Modules or name patterns ------------------------------------------
@@ -347,6 +360,15 @@ def axes_of(variable_axes: Any, what: str) -> Any:
                 f"got {type(key).__name__}."
             )
     return rules
+
+
+def splits(variable: Variable, axes: Any, size: int | None) -> bool:
+    """Whether ``variable_axes`` splits ``variable`` into ``size`` slices (any number if
+    None): a guess of the variables a scan or vmap splits holds only those it can."""
+    axis = axis_of(axes, variable)
+    if axis is None or not -len(variable.shape) <= axis < len(variable.shape):
+        return False
+    return size is None or variable.shape[axis] == size
 
 
 def axis_of(axes: Any, variable: Variable) -> int | None:

@@ -23,7 +23,7 @@ import contextlib
 import contextvars
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import jax
@@ -81,7 +81,6 @@ class Frame:
         "records",
         "parent",
         "trace",
-        "adapt",
         "pending",
         "supply",
     )
@@ -95,35 +94,48 @@ class Frame:
         self.records = records
         self.parent = current.get()
         self.trace = get_opaque_trace_state()
-        # What one iteration or lane sees of a variable found on the way
-        # (a slice of a stacked one), for the abstract pass of scan and vmap.
-        self.adapt: Callable[[Variable, Any], Any] | None = None
         # For the frame of a whole trace (jv.jit's discovery, jv.eval_shape):
         # (variable, attribute, traced value) of variables created from values
         # the trace computed; the transform computes them after the trace.
         self.pending: list[tuple[Variable, str, Any]] | None = None
-        # For jv.jit's trace: traced values of the variables it expects the
-        # function to touch, taken (and recorded as discovered) on first use.
+        # For the trace of jv.jit and the lifted transforms: traced values of the
+        # variables it expects the function to touch, taken (and recorded as
+        # discovered) on first use.
         self.supply: dict[Variable, Any] | None = None
 
     def read(self, variable: Variable) -> Any:
         frame: Frame | None = self
         while frame is not None:
-            value = frame.values.get(variable, _MISSING)
-            if value is not _MISSING:
+            value = frame.values.get(variable, MISSING)
+            if value is not MISSING:
                 return value
             if frame.records:
                 # Unknown to this jit/loop: take the value from outside (a
                 # constant, or an outer frame's tracer) and remember it, so the
                 # transform can retrace with the variable as an input.
-                value = frame.supply.get(variable, _MISSING) if frame.supply else _MISSING
-                if value is _MISSING:
+                value = frame.supply.get(variable, MISSING) if frame.supply else MISSING
+                if value is MISSING:
                     value = frame.parent.read(variable) if frame.parent else concrete(variable)
-                if frame.adapt is not None:
-                    value = frame.adapt(variable, value)
                 frame.values[variable] = value
                 frame.discovered[variable] = None
                 return value
+            frame = frame.parent
+        return concrete(variable)
+
+    def peek(self, variable: Variable) -> Any:
+        """What ``read`` would give, without noting anything: ``MISSING`` where the read
+        would make the variable newly touched (an input a jit or loop was not given).
+
+        A lifted transform guessing its inputs takes them so: a guessed variable its
+        function never uses must not make the enclosing jv.jit retrace or depend on it.
+        """
+        frame: Frame | None = self
+        while frame is not None:
+            value = frame.values.get(variable, MISSING)
+            if value is not MISSING:
+                return value
+            if frame.records:
+                return frame.supply.get(variable, MISSING) if frame.supply else MISSING
             frame = frame.parent
         return concrete(variable)
 
@@ -149,7 +161,7 @@ class Frame:
         return False
 
 
-_MISSING = object()
+MISSING = object()  # no value (see Frame.peek)
 
 
 def concrete(variable: Variable) -> Any:

@@ -7,8 +7,6 @@ pure, collect, apply); ``jv.jit`` and its cache live in ``_jit``.
 from __future__ import annotations
 
 import functools
-import types
-import weakref
 from collections.abc import Callable
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
@@ -278,39 +276,31 @@ def fori_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], init_val:
 
 
 def _traced_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], init_val: Any) -> Any:
-    assigned = _lift.touched(body, 0, init_val).assigned
-    step_of = _lift.pure_of(body, assigned, what="jv.fori_loop body", mark=False)
+    lifting = _lift.Lifting("jv.fori_loop body", [body], [init_val])
 
-    def step(i: Any, carry: Any) -> Any:
-        value, values = carry
-        return step_of(values, i, value)
+    def attempt(variables: list[Variable]) -> Any:
+        step_of = lifting.pure(body, variables, mark=False)
 
-    init = (init_val, _lift.snapshot(assigned))
-    value, values = jax.lax.fori_loop(lower, upper, step, init)
-    _lift.apply(assigned, values)
+        def step(i: Any, carry: Any) -> Any:
+            value, values = carry
+            return step_of(values, i, value)
+
+        return jax.lax.fori_loop(lower, upper, step, (init_val, lifting.inputs(variables)))
+
+    variables, (value, ends) = lifting.attempts(attempt)
+    lifting.finish(dict(zip(variables, ends, strict=True)))
     return value
 
 
-# Compiled eager loops, per body function. Weak on both sides: a body (and the
-# variables its closure holds) must stay collectable, as with jax.jit.
-_eager_loops: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
-    weakref.WeakKeyDictionary()
-)
+def _run_loop(lower: Any, upper: Any, init_val: Any, body: Callable[[Any, Any], Any]) -> Any:
+    return fori_loop(lower, upper, body, init_val)
+
+
+# A loop called outside any transform, compiled. The body is an argument: its
+# code is compiled per body (held weakly, as jax.jit holds functions), and
+# jv.jit's guess of the variables it touches starts from the body itself.
+_eager_loop_of = jit(_run_loop)
 
 
 def _eager_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], init_val: Any) -> Any:
-    """Run a loop called outside any transform by compiling it with jv.jit."""
-    runner = _eager_loops.get(body) if isinstance(body, types.FunctionType) else None
-    if runner is None:
-        if isinstance(body, types.FunctionType):
-            body_ref = weakref.ref(body)
-
-            def run(lo: Any, hi: Any, init: Any) -> Any:
-                live = body_ref()
-                assert live is not None  # the runner is dropped with its body
-                return fori_loop(lo, hi, live, init)
-
-            runner = _eager_loops[body] = jit(run)
-        else:  # a bound method or other callable: weak references to it die at once
-            runner = jit(lambda lo, hi, init: fori_loop(lo, hi, body, init))
-    return runner(lower, upper, init_val)
+    return _eager_loop_of(lower, upper, init_val, body)

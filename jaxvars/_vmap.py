@@ -13,7 +13,7 @@ import functools
 import itertools
 import re
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -21,9 +21,8 @@ import jax.numpy as jnp
 from . import _lift, _trace
 from ._errors import JaxvarsValueError
 from ._explain import with_path
-from ._guess import expected_variables
 from ._jit_key import is_object
-from ._lifted import axes_of, axis_of, eager, locked
+from ._lifted import axes_of, axis_of, check_splits, eager, locked, splits
 from ._store import Store
 from ._variable import Variable
 
@@ -48,20 +47,6 @@ def _mapped_size(args: tuple[Any, ...], in_axes: tuple[Any, ...]) -> int | None:
         if isinstance(axis, int) and leaves and hasattr(leaves[0], "shape"):
             return int(leaves[0].shape[axis])
     return None
-
-
-def _fits(variable: Variable, axis: int | None, size: int | None) -> bool:
-    if axis is None or not -len(variable.shape) <= axis < len(variable.shape):
-        return False
-    return size is None or variable.shape[axis] == size
-
-
-class _Missed(Exception):
-    """A trace reached split variables the guess did not give it as mapped inputs."""
-
-    def __init__(self, variables: list[Variable]) -> None:
-        super().__init__("internal: trace again with these mapped")
-        self.variables = variables
 
 
 def vmap(
@@ -144,56 +129,55 @@ def vmap(
         # trace (their outputs, unmapped, need no axes in advance). A split variable
         # the guess missed takes one more trace with it as an input.
         size = axis_size if axis_size is not None else _mapped_size(args, in_axes_all)
-        split = [
-            v
-            for v in expected_variables(fn, args, ())
-            if _fits(v, axis_of(axes, v), size)  # a variable it cannot map is no guess
-        ]
+        lifting = _lift.Lifting(
+            "jv.vmap",
+            [fn],
+            args,
+            split=lambda v: axis_of(axes, v) is not None,
+            fits=lambda v: splits(v, axes, size),  # a variable it cannot map is no guess
+        )
         broadcast: list[Variable] = []
 
-        def pure(split_values: list[Any], *call_args: Any) -> Any:
-            # Broadcast variables enter through the enclosing frame, unmapped.
-            out, frame = _lift.run_pure(lane, split, split_values, call_args, records=True)
-            missed = [v for v in frame.discovered if axis_of(axes, v) is not None]
-            if missed:
-                raise _Missed(missed)
-            broadcast[:] = [v for v in frame.assigned if axis_of(axes, v) is None]
-            return (
-                _lift.mark_returned(out),
-                _lift.collect(frame, split),
-                (_lift.collect(frame, broadcast)),
-            )
+        def batched(split: list[Variable], broadcast_axes: Any) -> Callable[..., Any]:
+            def pure(split_values: list[Any], *call_args: Any) -> Any:
+                # Broadcast variables enter through the enclosing frame, unmapped.
+                out, frame = lifting.run(lane, split, split_values, call_args)
+                broadcast[:] = [v for v in frame.assigned if axis_of(axes, v) is None]
+                values = frame.values
+                ends = [values.get(v, value) for v, value in zip(split, split_values, strict=True)]
+                return _lift.mark_returned(out), ends, [values[v] for v in broadcast]
 
-        def batched(broadcast_axes: Any) -> Callable[..., Any]:
             split_axes = [axis_of(axes, v) for v in split]
+            check_splits("jv.vmap", split, cast(list[int], split_axes), size)
             ins, outs = (split_axes, *in_axes_all), (out_axes, split_axes, broadcast_axes)
             return run_vmap(pure, ins, outs)
 
-        try:
-            for _ in range(3):
-                try:
-                    out, new_split, new_broadcast = batched(None)(_lift.snapshot(split), *args)
-                    break
-                except _Missed as more:
-                    split += more.variables
-            else:  # pragma: no cover - the variables it maps keep changing
-                raise JaxvarsValueError("jv.vmap: the variables the function maps kept changing.")
-        except ValueError as e:
-            message = str(e)
-            if "out_axes is None" not in message and "axis spec None" not in message:
+        def attempt(split: list[Variable]) -> Any:
+            try:
+                return batched(split, None)(lifting.inputs(split), *args)
+            except ValueError as e:
+                message = str(e)
+                if "out_axes is None" not in message and "axis spec None" not in message:
+                    raise
+                # Which broadcast variable got a per-lane value: try each alone.
+                for i, variable in enumerate(broadcast):
+                    only = [None if j == i else 0 for j in range(len(broadcast))]
+                    try:
+                        jax.eval_shape(batched(split, only), lifting.inputs(split), *args)
+                    except ValueError:
+                        raise with_path(
+                            variable,
+                            JaxvarsValueError(PER_LANE_ASSIGNMENT.format(name=variable.name)),
+                        ) from None
                 raise
-            # Which broadcast variable got a per-lane value: try each alone.
-            for i, variable in enumerate(broadcast):
-                only = [None if j == i else 0 for j in range(len(broadcast))]
-                try:
-                    jax.eval_shape(batched(only), _lift.snapshot(split), *args)
-                except ValueError:
-                    raise with_path(
-                        variable, JaxvarsValueError(PER_LANE_ASSIGNMENT.format(name=variable.name))
-                    ) from None
-            raise
-        _lift.apply(split, new_split)
-        _lift.apply(broadcast, new_broadcast)
+
+        split, (out, new_split, new_broadcast) = lifting.attempts(attempt)
+        lifting.finish(
+            {
+                **dict(zip(split, new_split, strict=True)),
+                **dict(zip(broadcast, new_broadcast, strict=True)),
+            }
+        )
         return _lift.restore_returned(out)
 
     return mapped

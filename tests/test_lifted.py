@@ -325,19 +325,144 @@ def test_when_the_function_raises_no_variable_changes(transform):
     assert float(v) == 1.0 and not isinstance(v.value, jax.core.Tracer)
 
 
-def test_a_variable_assigned_only_after_the_probing_run_is_an_error_naming_it():
-    late = jv.Variable(0.0, name="late")
+def _counted(runs, name, fn):
+    def counted(*args):
+        runs.append(name)
+        return fn(*args)
+
+    return counted
+
+
+def test_each_lifted_function_runs_once_per_call_eagerly_and_once_per_jit_trace():
+    total = jv.Variable(0.0, name="total")
     runs = []
 
-    def body(c, x):
-        runs.append(1)
-        if len(runs) > 1:  # Python state that changed between the two traces
-            late.assign(x)
-        return c, None
+    def add(*_):
+        total.assign_add(1.0)
+        return jnp.float32(0.0)
 
-    with pytest.raises(ValueError, match="jv.scan body: assigned \\['late'\\].*probing run"):
-        jv.scan(body, 0.0, jnp.ones(2))
-    assert float(late) == 0.0
+    calls = {
+        "cond": lambda x: jv.cond(
+            x > 0, _counted(runs, "yes", add), _counted(runs, "no", lambda: x * 0)
+        ),
+        "switch": lambda x: jv.switch(
+            jnp.int32(x), [_counted(runs, f"b{i}", add) for i in range(3)]
+        ),
+        "while_loop": lambda x: jv.while_loop(
+            _counted(runs, "cond_fun", lambda i: i < x),
+            _counted(runs, "body", lambda i: add() + i + 1),
+            0.0,
+        ),
+        "scan": lambda x: jv.scan(
+            _counted(runs, "body", lambda c, _: (c + add(), None)), x, length=3
+        )[0],
+        "fori_loop": lambda x: jv.fori_loop(
+            0, 3, _counted(runs, "body", lambda i, c: c + add()), x
+        ),
+    }
+    expected = {
+        "cond": ["yes", "no"],
+        "switch": ["b0", "b1", "b2"],
+        "while_loop": ["cond_fun", "body"],
+        "scan": ["body"],
+        "fori_loop": ["body"],
+    }
+    for name, call in calls.items():
+        runs.clear()
+        step = jv.jit(call)
+        step(2.0), step(3.0)
+        assert runs == expected[name], name  # one trace, two calls
+        assert step.cache_info().traces == 1, name
+        if name not in ("cond", "switch"):  # eagerly (a concrete cond runs as Python)
+            runs.clear()
+            call(2.0)
+            assert runs == expected[name], name
+    assert float(total) > 0
+
+
+def test_a_variable_the_guess_cannot_see_takes_a_second_trace_as_an_input():
+    import types
+
+    hidden = types.ModuleType("hidden")  # the guess never looks into a module
+    hidden.count = jv.Variable(0, name="count")
+    runs = []
+
+    def body(i, c):
+        runs.append(1)
+        hidden.count.assign_add(i)
+        return c + 1
+
+    assert int(jv.fori_loop(0, 4, body, 0)) == 4
+    # The loop's trace misses it (1) and is retried with it carried (2), which makes
+    # the compiled eager loop take it as an input too (its own retry, 3).
+    assert int(hidden.count) == 0 + 1 + 2 + 3 and len(runs) == 3
+    assert int(jv.fori_loop(0, 4, body, 0)) == 4
+    assert int(hidden.count) == 12 and len(runs) == 3  # compiled: it runs no more
+    branch = _counted(runs, "yes", lambda: hidden.count.assign(-1) * 0)
+    jv.jit(lambda x: jv.cond(x > 0, branch, lambda: jnp.int32(0)))(1.0)
+    assert int(hidden.count) == -1
+
+
+def test_a_variable_a_loop_only_reads_is_passed_through_not_carried_nor_written():
+    w = jv.Variable(jnp.full(3, 2.0), name="w")
+    unused = jv.Variable(jnp.zeros(3), name="unused")
+    steps = jv.Variable(0, name="steps")
+
+    def body(i, h):
+        steps.assign_add(1)
+        return h * w + (unused.sum() * 0 if False else 0)  # noqa: SIM210  # guessed, unused
+
+    step = jv.jit(lambda h: jv.fori_loop(0, 3, body, h))
+    before = w.value
+    np.testing.assert_array_equal(step(jnp.ones(3)), [8.0, 8.0, 8.0])
+    assert not before.is_deleted()  # w was read, never written (so never donated)
+    assert int(steps) == 3
+    # JAX turns the values the body returns unchanged into constants: the loop
+    # carries only what it changes (here the counter and the carry).
+    jaxpr = jax.make_jaxpr(
+        lambda h: jv.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, c[1] * w), (0, h))
+    )(jnp.ones(3))
+    (loop,) = [e for e in jaxpr.eqns if e.primitive.name == "while"]
+    assert len(loop.outvars) == 2
+
+
+def test_a_variable_read_only_inside_a_branch_is_one_the_enclosing_jit_depends_on():
+    w = jv.Variable(jnp.array([1.0, 2.0]), name="w")
+
+    @jv.jit
+    def grads(x):
+        return jv.cond(x > 0, lambda: jv.grad(lambda: jnp.sum(w * w), w)(), lambda: w * 0)
+
+    np.testing.assert_array_equal(grads(1.0), [2.0, 4.0])
+    w.trainable = False  # evicts the code compiled with w trainable
+    np.testing.assert_array_equal(grads(1.0), [0.0, 0.0])
+    assert grads.cache_info().traces == 2
+
+
+def test_an_unused_guess_never_makes_the_enclosing_jit_retrace_or_depend_on_it():
+    import types
+
+    counter = jv.Variable(0, name="counter")
+    holder = types.ModuleType("holder")  # hides the model from jv.jit's own guess
+    holder.model = types.SimpleNamespace(w=jv.Variable(1.0, name="w"))
+
+    @jv.jit
+    def step(x):
+        model = holder.model
+
+        def yes():
+            if x is None:  # never: w is in the branch's closure but not used
+                return model.w * 0
+            counter.assign_add(1)
+            return x
+
+        return jv.cond(x > 0, yes, lambda: x)
+
+    step(1.0), step(2.0)
+    holder.model.w.trainable = False  # a change to a variable the step never used
+    step(3.0)
+    assert int(counter) == 3
+    assert step.cache_info().traces == 1
 
 
 # -- eval_shape ---------------------------------------------------------------------------------

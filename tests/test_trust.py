@@ -671,6 +671,10 @@ def test_lifted_transform_errors_name_the_module_attribute_path():
         jv.scan(lambda h, x: (h * var, None), 1.0, length=4, variable_axes={var: 0})
     with pytest.raises(ValueError, match=r"along axis 2, which it does not have"):
         jv.scan(lambda h, x: (h * var, None), 1.0, length=3, variable_axes={var: 2})
+    with pytest.raises(ValueError, match=r"\(net\.bn\.running_var\).*needs 4 slices.*one per lane"):
+        jv.vmap(lambda x: x * var, variable_axes={var: 0})(jnp.ones(4))
+    with pytest.raises(ValueError, match=r"jv.vmap: .*along axis 2, which it does not have"):
+        jv.vmap(lambda x: x * var, variable_axes={var: 2})(jnp.ones(3))
 
 
 def test_cond_in_jit_with_a_variable_in_one_branch_and_an_array_in_the_other():
