@@ -1,10 +1,13 @@
-"""Shared timing helper: interleaved medians, so machine noise hits every contender alike."""
+"""Shared timing helpers: interleaved medians, so machine noise hits every contender alike."""
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 def interleaved_medians(
@@ -34,3 +37,17 @@ def report(title: str, medians: dict[str, float], baseline: str) -> None:
     base = medians[baseline]
     for name, us in medians.items():
         print(f"  {name:<36} {us:9.2f} us   {us / base:6.3f}x {baseline}")
+
+
+def fresh_process_medians(
+    script: str, contenders: Sequence[str], case: Sequence[str], samples: int
+) -> dict[str, float]:
+    """Median of what ``script --sample <contender> <*case>`` prints (seconds, as JSON
+    on its last line), each sample a fresh process (no warm caches), interleaved."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(samples):
+        for name in contenders:
+            command = [sys.executable, script, "--sample", name, *case]
+            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            times[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {name: statistics.median(t) for name, t in times.items()}

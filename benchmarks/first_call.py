@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import functools
 import json
-import statistics
-import subprocess
 import sys
 import time
+
+from _timing import fresh_process_medians
 
 WIDTH, BATCH, SCAN_DEPTH = 32, 16, 64
 
@@ -202,14 +202,8 @@ def main() -> None:
     cases.append((f"{SCAN_DEPTH} layers, jv.scan (4 variables)", SCAN_DEPTH, True))
     print(f"first call (trace + compile + run), median of {samples} fresh processes")
     for title, layers, scanned in cases:
-        times: dict[str, list[float]] = {name: [] for name in CONTENDERS}
-        for _ in range(samples):
-            for name in CONTENDERS:  # interleaved: machine noise hits every contender alike
-                arguments = ["--sample", name, str(layers), str(int(scanned))]
-                command = [sys.executable, __file__, *arguments]
-                out = subprocess.run(command, capture_output=True, text=True, check=True)
-                times[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
-        medians = {name: statistics.median(t) for name, t in times.items()}
+        case = [str(layers), str(int(scanned))]
+        medians = fresh_process_medians(__file__, list(CONTENDERS), case, samples)
         raw_s, nnx_s = medians["raw jax.jit"], medians["nnx.jit"]
         donated_s = medians["raw, donated"]
         print(f"\n{title}")

@@ -6,23 +6,26 @@ running statistic assigned inside ``cond`` / ``switch`` / ``while_loop`` /
 state goes in and comes out (``jax.jit`` with donation); the NNX version uses
 ``nnx.jit`` with the NNX transform of the same name. Interleaved medians.
 
-Then a 64-layer residual MLP: compile time and step time of ``jv.scan`` over
+Then each case's first call (trace + compile + run; a fresh process per
+sample, interleaved, medians), and a 64-layer residual MLP: compile time and step
+time of ``jv.scan`` over
 stacked layers against the unrolled Python loop, forward and gradient (raw
 ``jax.lax.scan`` for reference: it bounds what scanning can save).
 
 Run: pip install -e ".[bench]" && python benchmarks/transforms.py [--quick]
-Targets: each lifted transform <= 1.05x raw; the 64-layer model compiles
+Targets: each lifted transform's step <= 1.03x raw; the 64-layer model compiles
 >= 5x faster scanned than unrolled.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
-from _timing import interleaved_medians, report
+from _timing import fresh_process_medians, interleaved_medians, report
 
 import jaxvars as jv
 
@@ -30,7 +33,8 @@ N = 256  # the state: a (N, N) matrix, updated by a matmul per step
 
 
 def cases():
-    """{name: (jaxvars step, raw step, nnx step or None)}, each a () -> None callable."""
+    """{name: {contender: build}}: each build makes its state and jitted step and returns
+    the step, a () -> None callable (nothing is traced or compiled before its first call)."""
     w0 = jax.random.normal(jax.random.PRNGKey(0), (N, N)) / N
     x0 = jax.random.normal(jax.random.PRNGKey(1), (N, N))
     out = {}
@@ -122,7 +126,12 @@ def cases():
     }
     nnx_steps = nnx_cases(x0, update)
     for name, (ours, raw) in pairs.items():
-        out[name] = (jv_case(ours), raw_case(raw), nnx_steps.get(name))
+        out[name] = {
+            f"raw lax/jax.{name} (pure)": lambda raw=raw: raw_case(raw),
+            f"jv.{name} in jv.jit": lambda ours=ours: jv_case(ours),
+        }
+        if name in nnx_steps:
+            out[name][f"nnx.{name} in nnx.jit"] = nnx_steps[name]
     return out
 
 
@@ -176,13 +185,12 @@ def nnx_cases(x0, update):
 
         return nnx.remat(f)(m)
 
+    def nnx_case(fn):
+        model, jitted = State(), nnx.jit(fn)
+        return lambda: jitted(model).block_until_ready()
+
     steps = {"cond": cond_step, "scan": scan_step, "while_loop": while_step, "remat": remat_step}
-    out = {}
-    for name, fn in steps.items():
-        model = State()
-        jitted = nnx.jit(fn)
-        out[name] = lambda jitted=jitted, model=model: jitted(model).block_until_ready()
-    return out
+    return {name: lambda fn=fn: nnx_case(fn) for name, fn in steps.items()}
 
 
 def compile_times(depth: int = 64, width: int = 64) -> None:
@@ -234,17 +242,40 @@ def compile_times(depth: int = 64, width: int = 64) -> None:
         )
 
 
+def first_call(name: str, contender: str) -> float:
+    """Seconds of one case's first call (trace + compile + run), in this fresh process."""
+    step = cases()[name][contender]()
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
 def main(quick: bool = False) -> None:
-    rounds, calls = (3, 10) if quick else (15, 100)
-    for name, (ours, raw, nnx_step) in cases().items():
-        contenders = {f"raw lax/jax.{name} (pure)": raw, f"jv.{name} in jv.jit": ours}
-        if nnx_step is not None:
-            contenders[f"nnx.{name} in nnx.jit"] = nnx_step
+    if sys.argv[1:2] == ["--sample"]:
+        print(json.dumps(first_call(sys.argv[3], sys.argv[2])))
+        return
+    rounds, calls, samples = (3, 10, 3) if quick else (15, 100, 5)
+    first_calls = {}
+    for name, builds in cases().items():
+        raw = f"raw lax/jax.{name} (pure)"
         report(
             f"{name}: one jitted call",
-            interleaved_medians(contenders, rounds=rounds, calls=calls),
-            f"raw lax/jax.{name} (pure)",
+            interleaved_medians(
+                {c: build() for c, build in builds.items()}, rounds=rounds, calls=calls
+            ),
+            raw,
         )
+        first_calls[name] = fresh_process_medians(__file__, list(builds), [name], samples)
+    print(f"\nfirst call (trace + compile + run), median of {samples} fresh processes")
+    for name, medians in first_calls.items():
+        raw_s = medians[f"raw lax/jax.{name} (pure)"]
+        nnx_s = medians.get(f"nnx.{name} in nnx.jit")
+        print(f"{name}:")
+        for contender, seconds in medians.items():
+            ratios = f"{seconds / raw_s:6.3f}x raw" + (
+                f"   {seconds / nnx_s:6.3f}x nnx" if nnx_s else ""
+            )
+            print(f"  {contender:<28} {seconds:8.3f} s   {ratios}")
     compile_times()
 
 

@@ -320,7 +320,7 @@ def test_alternating_entries_never_mix_up_their_outputs():
 
 def test_repeated_calls_donate_and_reuse_their_outputs():
     v = jv.Variable(jnp.zeros(1000), name="v")
-    step = jv.jit(lambda: v.assign_add(1.0))
+    step = jv.jit(lambda: v.assign_add(1.0), donate=True)
     step()
     pointer = v._array.unsafe_buffer_pointer()
     for _ in range(3):

@@ -33,7 +33,7 @@ def test_eight_threads_sharing_one_jitted_step_lose_no_update():
     counter = jv.Variable(0, name="counter")
     total = jv.Variable(jnp.zeros(64), name="total")
 
-    @jv.jit
+    @jv.jit(donate=True)  # the buffers are donated: what these tests guard
     def step(x):
         counter.assign_add(1)
         total.assign_add(x)
@@ -52,7 +52,7 @@ def test_reading_values_while_another_thread_trains():
     model = MLP([8, 16, 1])
     x = jnp.ones((4, 8))
 
-    @jv.jit
+    @jv.jit(donate=True)  # the buffers are donated: what these tests guard
     def step():
         grads = jv.grad(lambda: jnp.sum(model(x) ** 2), model)()
         for v, g in zip(model.trainable_variables, grads, strict=True):
@@ -81,7 +81,7 @@ def test_reading_values_while_another_thread_trains():
 
 def test_saving_in_the_background_while_training(tmp_path):
     v = jv.Variable(jnp.zeros(10_000), name="v")
-    step = jv.jit(lambda: v.assign_add(1.0))
+    step = jv.jit(lambda: v.assign_add(1.0), donate=True)
     step()
     saved = threading.Event()
     path = str(tmp_path / "ckpt.safetensors")
@@ -109,7 +109,7 @@ def test_eager_draws_beside_jitted_draws_never_repeat_a_key():
     keys = []
     lock = threading.Lock()
 
-    @jv.jit
+    @jv.jit(donate=True)  # the buffers are donated: what these tests guard
     def jitted_draw():
         return jv.random.next_key()
 
@@ -133,7 +133,7 @@ def test_eager_draws_beside_jitted_draws_never_repeat_a_key():
 
 def test_eager_assignments_beside_a_jitted_step_lose_no_update():
     v = jv.Variable(0.0, name="v")
-    step = jv.jit(lambda: v.assign_add(1.0))
+    step = jv.jit(lambda: v.assign_add(1.0), donate=True)
     step()
 
     def jitted():
@@ -174,7 +174,7 @@ def test_store_views_while_another_thread_creates_variables():
 def test_creating_variables_beside_a_step_that_gets_variables_never_deadlocks():
     store = jv.Store()
 
-    @jv.jit
+    @jv.jit(donate=True)  # the buffers are donated: what these tests guard
     def step(x):
         with store, jv.variable_scope("model", reuse=jv.AUTO_REUSE):
             w = jv.get_variable("w", (4,))  # takes the store's lock inside a step

@@ -263,7 +263,7 @@ def test_exceptions_leave_every_variable_as_it_was():
 def test_assigned_buffers_are_donated_but_held_arrays_stay_valid():
     v = jv.Variable(jnp.zeros(1000), name="v")
 
-    @jv.jit
+    @jv.jit(donate=True)
     def step():
         v.assign_add(1.0)
 
@@ -285,6 +285,28 @@ def test_assigned_buffers_are_donated_but_held_arrays_stay_valid():
     shared.assign(v)  # two variables, one buffer: donating it would break `shared`
     step()
     np.testing.assert_array_equal(shared.numpy()[:2], [4.0, 4.0])
+
+
+def test_steps_donate_by_default_only_what_is_worth_donating():
+    small = jv.Variable(jnp.zeros(1000), name="small")
+    big = jv.Variable(jnp.zeros(2**24), name="big")  # 64 MiB
+    for variable, donated in ((small, False), (big, True), (small, True)):
+        step = jv.jit(
+            lambda v=variable: v.assign_add(1.0), donate=None if variable is big else donated
+        )
+        step()
+        before = variable.value
+        pointer = before.unsafe_buffer_pointer()
+        del before
+        step()
+        assert (variable.value.unsafe_buffer_pointer() == pointer) is donated, variable.name
+    never = jv.jit(lambda: big.assign_add(1.0), donate=False)
+    never()
+    pointer = big.value.unsafe_buffer_pointer()
+    never()
+    assert big.value.unsafe_buffer_pointer() != pointer
+    with pytest.raises(TypeError, match="donate= is True, False or None"):
+        jv.jit(lambda: None, donate="yes")
 
 
 def test_raw_transforms_inside_jv_jit_cannot_assign():
