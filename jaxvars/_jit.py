@@ -51,7 +51,7 @@ from . import _lift, _retrace, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
 from ._explain import ASSIGNS_UNDER_RAW_TRANSFORM, CREATED_IN_TRACE, may_fail_at_run_time
 from ._guess import expected_variables
-from ._jit_entry import DONATE_FROM_BYTES, Entry
+from ._jit_entry import Entry
 from ._jit_key import (
     as_tuple,
     by_identity,
@@ -104,7 +104,7 @@ class Jitted:
         static_argnums: int | Sequence[int] = (),
         static_argnames: str | Sequence[str] = (),
         explain_retraces: bool = False,
-        donate: bool | None = None,
+        donate: bool = True,
         **jit_kwargs: Any,
     ) -> None:
         self._fn = fn
@@ -118,11 +118,8 @@ class Jitted:
                     "automatically (see donate=), and arrays keep the placement they have (use "
                     "jax.device_put, or a variable's sharding=)."
                 )
-        if donate not in (None, True, False):
-            raise JaxvarsTypeError(
-                f"jv.jit's donate= is True, False or None (donate once it saves "
-                f"{DONATE_FROM_BYTES // 2**20} MiB or more), got {donate!r}."
-            )
+        if donate not in (True, False):
+            raise JaxvarsTypeError(f"jv.jit's donate= is True or False, got {donate!r}.")
         self._donate = donate
         self._jit_kwargs = jit_kwargs
         self._cache: dict[Any, Entry] = {}
@@ -343,9 +340,9 @@ def jit(fn: Callable[..., Any] | None = None, **jit_kwargs: Any) -> Any:
     that value, as eagerly. Changing an attribute of a Module the function
     used (``layer.deterministic = True``) retraces once. Old buffers of
     assigned variables are donated (a step then needs one copy of them, not
-    two) once they hold 64 MiB or more, unless something else still holds
-    them (an array taken from ``v.value`` before the call stays valid). If ``fn``
-    raises, while tracing or while running (a callback), no variable changes.
+    two), unless something else still holds them (an array taken from
+    ``v.value`` before the call stays valid). If ``fn`` raises, while
+    tracing or while running (a callback), no variable changes.
     Calls from several threads are safe: each runs as one atomic step.
 
     Args:
@@ -353,9 +350,9 @@ def jit(fn: Callable[..., Any] | None = None, **jit_kwargs: Any) -> Any:
         explain_retraces: Log a WARNING on the ``jaxvars`` logger at each retrace,
             saying what changed (also on while JAX's ``jax_explain_cache_misses`` is).
         donate: Whether steps donate the old buffers of the variables they
-            assign. None (the default): when those hold 64 MiB or more, where
-            the memory saved is worth it (XLA compiles a donating step 4-18%
-            more slowly, more so the more variables it has).
+            assign (the default). ``False`` compiles faster (XLA compiles a
+            donating step 4-18% more slowly on CPU at 600-2,000 variables) but
+            a step then needs two copies of what it assigns.
         **jit_kwargs: ``static_argnums``, ``static_argnames`` and ``jax.jit``'s
             other keywords (``device``, ``backend``, ``out_shardings``,
             ``keep_unused``, ``compiler_options``, ...).

@@ -7,8 +7,8 @@ Python again. Variables passed as arguments are not held by
 the entry but taken from each call's leaves, so compiled code never keeps a
 caller's variables or modules alive.
 
-**Donation.** Assigned variables' old buffers are donated to the step when
-that saves memory worth its cost (``donates``), unless someone else still
+**Donation.** Assigned variables' old buffers are donated to the step
+(unless ``jv.jit(donate=False)``), unless someone else still
 holds one (a reference count above ours), in which case that call copies.
 ``_trace.LAST`` remembers the outputs of the latest call; while no variable
 has been touched since, the next call of the same entry (its token) passes
@@ -20,7 +20,6 @@ donated, and concurrent steps never lose an update.
 
 from __future__ import annotations
 
-import math
 import operator
 import sys
 import weakref
@@ -37,19 +36,6 @@ from ._retrace import Record
 from ._variable import Variable
 
 _get_array = operator.attrgetter("_array")
-
-# Donating saves one copy of what a step assigns, but XLA compiles a donating
-# step more slowly: measured on CPU, +4% of the compile at 600 variables and
-# +15-18% at 2,000 (its cost grows with the number of buffers, the saving with
-# their bytes). By default a step donates once the saving is worth having.
-DONATE_FROM_BYTES = 64 * 2**20
-
-
-def donates(choice: bool | None, assigned: Sequence[Variable]) -> bool:
-    """Whether a step assigning ``assigned`` donates them (``choice``: jv.jit's ``donate``)."""
-    if choice is not None:
-        return choice
-    return sum(v.dtype.itemsize * math.prod(v.shape) for v in assigned) >= DONATE_FROM_BYTES
 
 
 class Entry:
@@ -98,7 +84,7 @@ class Entry:
         positions = [index[id(v)] for v in assigned_of(leaves)]
         copying = jax.jit(trace.function, **jitted._jit_kwargs)
         donating = copying
-        if donates(jitted._donate, assigned_of(leaves)):
+        if jitted._donate:
             donating = jax.jit(
                 trace.function, donate_argnums=tuple(positions), **jitted._jit_kwargs
             )

@@ -2,10 +2,9 @@
 
 A transform turns a function that reads and assigns variables into a pure
 function of their values, which a JAX transform can take. Where the
-transform needs them before JAX traces the function, ``touched`` traces it
-abstractly once to learn which variables it assigns (``jv.jit``, ``jv.remat``
-and ``jv.vmap`` learn it from the one trace instead); ``pure_of`` then wraps
-steps 2 and 3:
+transform needs them before JAX traces the function (a loop's carry, the
+branches' operands), ``Lifting`` guesses them and traces once (``jv.jit``
+and ``jv.remat`` have their own one trace); the steps are:
 
 1. **snapshot** the values of the variables the function touches, read
    through the enclosing frame (tracers inside an outer transform, arrays

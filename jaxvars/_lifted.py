@@ -1,12 +1,13 @@
 """Lifted JAX transforms: cond, switch, while_loop, scan, vmap and remat with variables.
 
 Each is the JAX transform of the same name applied to the function's pure
-form (``_lift``): the variables the function assigns are found by tracing it
-once abstractly (``_lift.touched``), their values enter as arguments (or as a
-loop carry, or as scanned slices), their new values leave as results, and
-they are assigned afterwards, to the enclosing transform's frame or, eagerly,
-to the variables. Variables a function only reads are read through the frame
-like closures; JAX captures them as it captures any closed-over array.
+form (``_lift``), traced once: the variables the function will probably
+touch (``_lift.Lifting``) enter as arguments (or as a loop carry, or as
+scanned slices), their values at the function's end leave as results (JAX
+turns those it did not change into constants), and what it assigned is
+applied afterwards, to the enclosing transform's frame or, eagerly, to the
+variables. Other variables it only reads are read through the frame like
+closures; JAX captures them as it captures any closed-over array.
 """
 
 from __future__ import annotations

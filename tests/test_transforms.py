@@ -287,25 +287,14 @@ def test_assigned_buffers_are_donated_but_held_arrays_stay_valid():
     np.testing.assert_array_equal(shared.numpy()[:2], [4.0, 4.0])
 
 
-def test_steps_donate_by_default_only_what_is_worth_donating():
-    small = jv.Variable(jnp.zeros(1000), name="small")
-    big = jv.Variable(jnp.zeros(2**24), name="big")  # 64 MiB
-    for variable, donated in ((small, False), (big, True), (small, True)):
-        step = jv.jit(
-            lambda v=variable: v.assign_add(1.0), donate=None if variable is big else donated
-        )
-        step()
-        before = variable.value
-        pointer = before.unsafe_buffer_pointer()
-        del before
-        step()
-        assert (variable.value.unsafe_buffer_pointer() == pointer) is donated, variable.name
-    never = jv.jit(lambda: big.assign_add(1.0), donate=False)
+def test_donate_false_never_donates():
+    v = jv.Variable(jnp.zeros(1000), name="v")
+    never = jv.jit(lambda: v.assign_add(1.0), donate=False)
     never()
-    pointer = big.value.unsafe_buffer_pointer()
+    pointer = v.value.unsafe_buffer_pointer()
     never()
-    assert big.value.unsafe_buffer_pointer() != pointer
-    with pytest.raises(TypeError, match="donate= is True, False or None"):
+    assert v.value.unsafe_buffer_pointer() != pointer and float(v[0]) == 2.0
+    with pytest.raises(TypeError, match="donate= is True or False"):
         jv.jit(lambda: None, donate="yes")
 
 
