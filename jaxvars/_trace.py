@@ -104,23 +104,20 @@ class Frame:
         self.supply: dict[Variable, Any] | None = None
 
     def read(self, variable: Variable) -> Any:
-        frame: Frame | None = self
-        while frame is not None:
-            value = frame.values.get(variable, MISSING)
-            if value is not MISSING:
-                return value
-            if frame.records:
-                # Unknown to this jit/loop: take the value from outside (a
-                # constant, or an outer frame's tracer) and remember it, so the
-                # transform can retrace with the variable as an input.
-                value = frame.supply.get(variable, MISSING) if frame.supply else MISSING
-                if value is MISSING:
-                    value = frame.parent.read(variable) if frame.parent else concrete(variable)
-                frame.values[variable] = value
-                frame.discovered[variable] = None
-                return value
-            frame = frame.parent
-        return concrete(variable)
+        frame, value = self._lookup(variable)
+        if value is not MISSING:
+            return value
+        if frame is None:
+            return concrete(variable)
+        # Unknown to this jit/loop: take the value from its supply or from outside
+        # (a constant, or an outer frame's tracer) and remember it, so the
+        # transform can retrace with the variable as an input.
+        value = frame.supply.get(variable, MISSING) if frame.supply else MISSING
+        if value is MISSING:
+            value = frame.parent.read(variable) if frame.parent else concrete(variable)
+        frame.values[variable] = value
+        frame.discovered[variable] = None
+        return value
 
     def peek(self, variable: Variable) -> Any:
         """What ``read`` would give, without noting anything: ``MISSING`` where the read
@@ -129,15 +126,23 @@ class Frame:
         A lifted transform guessing its inputs takes them so: a guessed variable its
         function never uses must not make the enclosing jv.jit retrace or depend on it.
         """
+        frame, value = self._lookup(variable)
+        if value is not MISSING:
+            return value
+        if frame is None:
+            return concrete(variable)
+        return frame.supply.get(variable, MISSING) if frame.supply else MISSING
+
+    def _lookup(self, variable: Variable) -> tuple[Frame | None, Any]:
+        """The value of the innermost frame that holds ``variable``, or ``MISSING`` and
+        the first frame outwards that records variables it does not hold (None: none)."""
         frame: Frame | None = self
         while frame is not None:
             value = frame.values.get(variable, MISSING)
-            if value is not MISSING:
-                return value
-            if frame.records:
-                return frame.supply.get(variable, MISSING) if frame.supply else MISSING
+            if value is not MISSING or frame.records:
+                return frame, value
             frame = frame.parent
-        return concrete(variable)
+        return None, MISSING
 
     def write(self, variable: Variable, value: Any) -> None:
         if not self._owns_current_trace():
