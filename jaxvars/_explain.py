@@ -44,6 +44,12 @@ CREATED_IN_TRACE = (
     "function, create it with jv.get_variable (made on the first call, reused after), "
     "or create it only once (e.g. `if not hasattr(self, 'w'): self.w = jv.Variable(...)`)."
 )
+CREATED_IN_BODY = (
+    "{what}: variable '{name}' is created and assigned inside it, so it is created on every "
+    "trace and could never carry state from one call to the next. Create it outside, with "
+    "jv.get_variable (made on the first call, reused after), or only once (e.g. `if not "
+    "hasattr(self, 'w'): self.w = jv.Variable(...)`)."
+)
 ASSIGNS_UNDER_RAW_TRANSFORM = (
     "jv.jit({fn}) assigns variables ({names}) but was called inside a JAX transform that "
     "jaxvars does not control (jax.vmap, jax.grad, jax.jit). Call it outside the "

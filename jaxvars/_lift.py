@@ -32,6 +32,7 @@ from jax.extend.core import jaxpr_as_fun
 
 from . import _initial, _trace
 from ._errors import JaxvarsValueError
+from ._explain import CREATED_IN_BODY
 from ._guess import expected_variables
 from ._variable import Variable
 
@@ -67,15 +68,12 @@ def run_pure(
     return out, frame
 
 
-class Missed(Exception):
-    """A trace needed variables it was not given as inputs: trace again with them."""
+Missed = _trace.Missed
 
-    def __init__(self, variables: list[Variable]) -> None:
-        super().__init__("internal: trace again with these as inputs")
-        self.variables = variables
-
-
-_TRIES = 3  # a guess, then the variables a trace missed, then (rarely) what that one missed
+# A guess, then the variables a trace missed, then (rarely) what that one missed;
+# one more per function, as JAX stops at the first branch that misses.
+_TRIES = 2
+_REMEMBERED = 16  # misses remembered per function: a bound, as the guess's cost is
 
 
 # The variables the latest trace of each function missed, by its code (a lambda
@@ -121,19 +119,28 @@ class Lifting:
         args: Sequence[Any],
         *,
         split: Callable[[Variable], bool] | None = None,
-        fits: Callable[[Variable], bool] | None = None,
+        fits: Callable[[Variable, Any], bool] | None = None,
     ) -> None:
         self.what = what
         self.split = split  # whether a variable's iterations (lanes) see slices of it
         self.outer = _trace.current.get()
         self.values: dict[Variable, Any] = {}
         self.codes = [code for code in map(_code, functions) if code is not None]
-        recent = [
-            v for code in self.codes for ref in _missed.get(code, ()) if (v := ref()) is not None
-        ]
-        for variable in expected_variables(functions, args, recent):
-            value = self.outer.peek(variable) if self.outer else variable._value
-            if value is not _trace.MISSING and (fits is None or fits(variable)):
+        self.tries = _TRIES + len(functions)
+        recent = {
+            v: None
+            for code in self.codes
+            for ref in _missed.get(code, ())
+            if (v := ref()) is not None
+        }
+        for variable in expected_variables(functions, args, list(recent)):
+            # What a trace missed before is used: read it (the read is noted). Other
+            # guesses are peeked, so an unused one leaves an enclosing jit alone.
+            if self.outer is None or variable in recent:
+                value = variable._value
+            else:
+                value = self.outer.peek(variable)
+            if value is not _trace.MISSING and (fits is None or fits(variable, value)):
                 self.values[variable] = value
         self.frames: dict[Any, _trace.Frame] = {}  # each function's latest trace
 
@@ -141,12 +148,16 @@ class Lifting:
         """``attempt(variables)`` (the guess), traced again while it misses variables;
         returns the variables it was given and its result."""
         variables = list(self.values)
-        for _ in range(_TRIES):
+        for _ in range(self.tries):
             try:
                 return variables, attempt(variables)
             except Missed as more:
-                for code in self.codes:  # the next call's guess includes them
-                    _missed[code] = [weakref.ref(v) for v in more.variables]
+                if more.owner is not self:  # an enclosing transform's: it traces again
+                    raise
+                for code in self.codes:  # the next call's guess includes them, and earlier misses
+                    known = [ref for ref in _missed.get(code, ()) if ref() is not None]
+                    known += [weakref.ref(v) for v in more.variables]
+                    _missed[code] = known[-_REMEMBERED:]
                 variables += [v for v in more.variables if v not in self.values]
                 self.values.update((v, v._value) for v in more.variables)  # read: it is used
         raise JaxvarsValueError(  # pragma: no cover - needs a function that keeps changing
@@ -166,16 +177,11 @@ class Lifting:
         args: Any,
     ) -> tuple[Any, _trace.Frame]:
         """One trace of ``fn(*args)`` with ``variables`` supplied as ``values``."""
-        supply = dict(zip(variables, values, strict=True))
         with _trace.run_of(fn), _trace.frame({}, records=True) as frame:
-            frame.supply = supply
+            frame.supply = dict(zip(variables, values, strict=True))
+            frame.lifting = self  # a split variable it was not given stops the trace
             out = fn(*args)
         self.frames[fn] = frame
-        split = self.split
-        if split is not None:
-            missed = [v for v in frame.discovered if v not in supply and split(v)]
-            if missed:
-                raise Missed(missed)
         return out, frame
 
     def pure(
@@ -190,8 +196,13 @@ class Lifting:
         def pure(values: Sequence[Any], *args: Any) -> Any:
             out, frame = self.run(fn, variables, values, args)
             missed = [v for v in frame.assigned if v not in given]
+            created = [v for v in missed if v in frame.created]
+            if created:
+                raise JaxvarsValueError(
+                    CREATED_IN_BODY.format(what=self.what, name=created[0].name)
+                )
             if missed:
-                raise Missed(missed)
+                raise Missed(missed, self)
             ends = [frame.values.get(v, value) for v, value in zip(variables, values, strict=True)]
             return (mark_returned(out) if mark else out), ends
 

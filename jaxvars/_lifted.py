@@ -255,7 +255,9 @@ def scan(
         [init, xs],
         split=lambda v: axis_of(per_iteration, v) is not None,
         # A variable it cannot split is no guess (one it reads is missed, then refused).
-        fits=lambda v: axis_of(per_iteration, v) is None or splits(v, per_iteration, size),
+        fits=lambda v, value: (
+            axis_of(per_iteration, v) is None or splits(v, jnp.shape(value), per_iteration, size)
+        ),
     )
 
     def attempt(variables: list[Variable]) -> Any:
@@ -264,7 +266,7 @@ def scan(
         shared = [v for v in variables if axis_of(per_iteration, v) is None]
         stacked = [v for v in variables if axis_of(per_iteration, v) is not None]
         axes = [cast(int, axis_of(per_iteration, v)) for v in stacked]
-        check_splits("jv.scan", stacked, axes, size)
+        check_splits("jv.scan", stacked, lifting.inputs(stacked), axes, size)
         body = lifting.pure(f, [*shared, *stacked], mark=False)
         n = len(shared)
 
@@ -306,29 +308,35 @@ def _length(length: int | None, xs: Any) -> int | None:
     return length
 
 
-def check_splits(what: str, split: list[Variable], axes: list[int], size: int | None) -> None:
-    """Each split variable must have its axis, with one slice per iteration (lane)."""
+def check_splits(
+    what: str, split: list[Variable], values: list[Any], axes: list[int], size: int | None
+) -> None:
+    """Each split variable must have its axis, with one slice per iteration (lane), in
+    the value it enters with (inside an enclosing split, a slice of the variable)."""
     one = "lane" if what == "jv.vmap" else "iteration"
-    for variable, axis in zip(split, axes, strict=True):
-        ndim = len(variable.shape)
+    for variable, value, axis in zip(split, values, axes, strict=True):
+        shape = jnp.shape(value)
+        ndim = len(shape)
         if not -ndim <= axis < ndim:
             problem = (
                 f"along axis {axis}, which it does not have. Give an axis below {ndim}, "
                 "or leave the variable out of variable_axes to share it."
             )
-        elif size not in (None, variable.shape[axis]):
+        elif size not in (None, shape[axis]):
             problem = (
                 f"along axis {axis} (variable_axes), so it needs {size} slices there, one "
-                f"per {one}; it has {variable.shape[axis]}. Stack one slice per {one}, "
+                f"per {one}; it has {shape[axis]}. Stack one slice per {one}, "
                 f"or leave it out of variable_axes to share it across {one}s."
             )
         else:
-            size = variable.shape[axis]
+            size = shape[axis]
             continue
+        seen = "" if shape == variable.shape else f" (seen here as {shape})"
         raise with_path(
             variable,
             JaxvarsValueError(
-                f"{what}: variable '{variable.name}' of shape {variable.shape} is split {problem}"
+                f"{what}: variable '{variable.name}' of shape {variable.shape}{seen} is split "
+                f"{problem}"
             ),
         )
 
@@ -363,13 +371,14 @@ def axes_of(variable_axes: Any, what: str) -> Any:
     return rules
 
 
-def splits(variable: Variable, axes: Any, size: int | None) -> bool:
-    """Whether ``variable_axes`` splits ``variable`` into ``size`` slices (any number if
-    None): a guess of the variables a scan or vmap splits holds only those it can."""
+def splits(variable: Variable, shape: tuple[int, ...], axes: Any, size: int | None) -> bool:
+    """Whether ``variable_axes`` splits ``variable``, seen with ``shape``, into ``size``
+    slices (any number if None): a guess of the variables a scan or vmap splits holds
+    only those it can."""
     axis = axis_of(axes, variable)
-    if axis is None or not -len(variable.shape) <= axis < len(variable.shape):
+    if axis is None or not -len(shape) <= axis < len(shape):
         return False
-    return size is None or variable.shape[axis] == size
+    return size is None or shape[axis] == size
 
 
 def axis_of(axes: Any, variable: Variable) -> int | None:

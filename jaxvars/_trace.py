@@ -83,6 +83,7 @@ class Frame:
         "trace",
         "pending",
         "supply",
+        "lifting",
     )
 
     def __init__(self, values: dict[Variable, Any], *, records: bool) -> None:
@@ -102,6 +103,10 @@ class Frame:
         # variables it expects the function to touch, taken (and recorded as
         # discovered) on first use.
         self.supply: dict[Variable, Any] | None = None
+        # For a lifted transform's trace (``_lift.Lifting``): variables whose
+        # iterations or lanes see slices (``lifting.split``) cannot be read from
+        # outside, whole; such a read stops the trace (``Missed``) at once.
+        self.lifting: Any = None
 
     def read(self, variable: Variable) -> Any:
         frame, value = self._lookup(variable)
@@ -114,6 +119,9 @@ class Frame:
         # transform can retrace with the variable as an input.
         value = frame.supply.get(variable, MISSING) if frame.supply else MISSING
         if value is MISSING:
+            lifting = frame.lifting
+            if lifting is not None and lifting.split is not None and lifting.split(variable):
+                raise Missed([variable], lifting)
             value = frame.parent.read(variable) if frame.parent else concrete(variable)
         frame.values[variable] = value
         frame.discovered[variable] = None
@@ -167,6 +175,15 @@ class Frame:
 
 
 MISSING = object()  # no value (see Frame.peek)
+
+
+class Missed(Exception):
+    """A lifted transform's trace needed variables it was not given as inputs: its
+    ``Lifting`` (``owner``) traces again with them."""
+
+    def __init__(self, variables: list[Variable], owner: Any) -> None:
+        super().__init__("internal: trace again with these as inputs")
+        self.variables, self.owner = variables, owner
 
 
 def concrete(variable: Variable) -> Any:

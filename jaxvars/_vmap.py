@@ -134,7 +134,7 @@ def vmap(
             [fn],
             args,
             split=lambda v: axis_of(axes, v) is not None,
-            fits=lambda v: splits(v, axes, size),  # a variable it cannot map is no guess
+            fits=lambda v, value: splits(v, jnp.shape(value), axes, size),  # else no guess
         )
         broadcast: list[Variable] = []
 
@@ -148,7 +148,7 @@ def vmap(
                 return _lift.mark_returned(out), ends, [values[v] for v in broadcast]
 
             split_axes = [axis_of(axes, v) for v in split]
-            check_splits("jv.vmap", split, cast(list[int], split_axes), size)
+            check_splits("jv.vmap", split, lifting.inputs(split), cast(list[int], split_axes), size)
             ins, outs = (split_axes, *in_axes_all), (out_axes, split_axes, broadcast_axes)
             return run_vmap(pure, ins, outs)
 

@@ -657,3 +657,103 @@ def test_remat_negative_static_argnums_count_from_the_end():
     w = jv.Variable(2.0, name="w")
     f = jv.remat(lambda x, mode: x * w if mode == "a" else x, static_argnums=-1)
     assert float(f(2.0, "a")) == 4.0 and float(f(2.0, "b")) == 2.0
+
+
+# -- the one trace's retries (an adversarial review's cases) ---------------------------------
+
+
+class _Hidden:
+    """Variables as class attributes: the guess, which looks at arguments and the
+    function's closure and globals, cannot see them."""
+
+
+def test_a_split_variable_the_guess_misses_is_read_as_its_slice():
+    _Hidden.w = jv.Variable(jnp.stack([jnp.eye(2) * (i + 1) for i in range(3)]), name="layers/w")
+    _Hidden.u = jv.Variable(jnp.zeros(3), name="lanes/u")
+
+    def layer(h, _):
+        return jnp.einsum("i,ij->j", h, _Hidden.w.value), None
+
+    for _ in range(2):  # the retry, then the remembered guess
+        out, _ = jv.scan(layer, jnp.ones(2), length=3, variable_axes={"layers/": 0})
+        assert out.tolist() == [6.0, 6.0]
+
+    def write_only(c, x):
+        _Hidden.u.assign(x * 3)
+        return c, None
+
+    jv.scan(write_only, 0.0, jnp.arange(3.0), variable_axes={"lanes/": 0})
+    assert _Hidden.u.value.tolist() == [0.0, 3.0, 6.0]
+
+    class Stack(jv.Module):  # abstract variables are never guessed
+        def __init__(self):
+            super().__init__()
+            self.w = jv.Variable(jnp.ones((3, 4, 4)), name="layers/w")
+
+        def __call__(self, h):
+            step = lambda h, _: (jnp.einsum("i,ij->j", h, self.w.value), None)  # noqa: E731
+            return jv.scan(step, h, length=3, variable_axes={"layers/": 0})[0]
+
+    assert jv.eval_shape(lambda: Stack()(jnp.ones(4))).shape == (4,)
+
+
+def test_each_branch_of_a_switch_may_miss_a_variable():
+    _Hidden.a, _Hidden.b, _Hidden.c = (jv.Variable(0.0, name=n) for n in "abc")
+    branches = [lambda: _Hidden.a.assign(1.0), lambda: _Hidden.b.assign(2.0)]
+    branches.append(lambda: _Hidden.c.assign(3.0))
+    step = jv.jit(lambda i: jv.switch(i, branches))
+    step(0)
+    step(2)
+    assert [float(v.value) for v in (_Hidden.a, _Hidden.b, _Hidden.c)] == [1.0, 0.0, 3.0]
+    assert step.cache_info().traces == 2  # the miss, then one trace with all three
+    step(1)
+    assert float(_Hidden.b.value) == 2.0 and step.cache_info().traces == 2
+
+
+def test_misses_of_several_functions_are_all_remembered():
+    _Hidden.a, _Hidden.b = jv.Variable(0.0, name="a"), jv.Variable(0.0, name="b")
+    runs = {"t": 0, "f": 0}
+
+    def true_fn():
+        runs["t"] += 1
+        _Hidden.a.assign_add(1.0)
+
+    def false_fn():
+        runs["f"] += 1
+        _Hidden.b.assign_add(1.0)
+
+    def body(i):  # an eager loop traces its body, and the body both branches, each call
+        jv.cond(i % 2 == 0, true_fn, false_fn)
+        return i + 1
+
+    jv.while_loop(lambda i: i < 4, body, 0)  # the first call finds a and b
+    before = dict(runs)
+    for _ in range(2):
+        jv.while_loop(lambda i: i < 4, body, 0)
+    assert runs == {"t": before["t"] + 2, "f": before["f"] + 2}  # one trace each per call
+    assert (float(_Hidden.a.value), float(_Hidden.b.value)) == (6.0, 6.0)
+
+
+def test_nested_splits_see_the_slice_of_the_enclosing_one():
+    k = jv.Variable(jnp.arange(6.0).reshape(2, 3) + 1, name="ens/layers/k")
+
+    def member(x):  # scan over a member's layers, in an ensemble mapped by vmap
+        return jv.scan(lambda h, _: (h * k.value, None), x, length=3, variable_axes={k: 0})[0]
+
+    out = jv.vmap(member, variable_axes={"ens/": 0})(jnp.ones(2))
+    assert out.tolist() == [6.0, 120.0]
+
+    grid = jv.Variable(jnp.zeros((2, 3)), name="grid")
+    inner = lambda x: jv.vmap(lambda y: grid.value + x + y, variable_axes={grid: 0})  # noqa: E731
+    out = jv.vmap(lambda x: inner(x)(jnp.arange(3.0)), variable_axes={grid: 0})(jnp.arange(2.0))
+    assert out.tolist() == [[0.0, 1.0, 2.0], [1.0, 2.0, 3.0]]
+
+
+def test_a_variable_created_and_assigned_in_a_body_is_an_error_naming_it():
+    def body(c, x):
+        v = jv.Variable(1.0, name="local")
+        v.assign_add(x)
+        return c + v.value, None
+
+    with pytest.raises(ValueError, match=r"jv.scan body: variable 'local' is created and assigned"):
+        jv.scan(body, 0.0, jnp.arange(3.0))
