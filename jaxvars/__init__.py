@@ -3,7 +3,6 @@
 from . import random as random
 from ._checkpoint import list_variables as list_variables
 from ._checkpoint import load_variable as load_variable
-from ._checkpoint import restore as restore
 from ._checkpoint import save as save
 from ._checkpoint_manager import CheckpointManager as CheckpointManager
 from ._collections import add_to_collection as add_to_collection
@@ -14,6 +13,10 @@ from ._collections import trainable_variables as trainable_variables
 from ._config import config as config
 from ._ema import ExponentialMovingAverage as ExponentialMovingAverage
 from ._errors import JaxvarsError as JaxvarsError
+from ._export import export as export
+from ._export import load_exported as load_exported
+from ._functional import assign_state as assign_state
+from ._functional import functional as functional
 from ._jit import jit as jit
 from ._lifted import cond as cond
 from ._lifted import eval_shape as eval_shape
@@ -29,6 +32,8 @@ from ._placement import set_log_device_placement as set_log_device_placement
 from ._placement import sharding_rules as sharding_rules
 from ._regularization import regularization_loss as regularization_loss
 from ._regularization import regularization_losses as regularization_losses
+from ._restore import init_from_checkpoint as init_from_checkpoint
+from ._restore import restore as restore
 from ._scope import AUTO_REUSE as AUTO_REUSE
 from ._scope import VariableScope as VariableScope
 from ._scope import get_variable as get_variable
@@ -39,6 +44,7 @@ from ._store import GraphKeys as GraphKeys
 from ._store import Store as Store
 from ._store import default_store as default_store
 from ._store import reset_default_store as reset_default_store
+from ._tf_checkpoint import latest_checkpoint as latest_checkpoint
 from ._transforms import fori_loop as fori_loop
 from ._transforms import grad as grad
 from ._transforms import value_and_grad as value_and_grad
@@ -59,19 +65,25 @@ __all__ = [
     "Variable",
     "VariableScope",
     "add_to_collection",
+    "assign_state",
     "cond",
     "config",
     "default_store",
     "device",
     "eval_shape",
+    "export",
     "fori_loop",
+    "functional",
     "get_collection",
     "get_variable",
     "get_variable_scope",
     "global_variables",
     "grad",
+    "init_from_checkpoint",
     "jit",
+    "latest_checkpoint",
     "list_variables",
+    "load_exported",
     "load_variable",
     "local_variables",
     "make_template",
@@ -106,18 +118,24 @@ for _public in (
     Variable,
     VariableScope,
     add_to_collection,
+    assign_state,
     cond,
     default_store,
     device,
     eval_shape,
+    export,
     fori_loop,
+    functional,
     get_collection,
     get_variable,
     get_variable_scope,
     global_variables,
     grad,
+    init_from_checkpoint,
     jit,
+    latest_checkpoint,
     list_variables,
+    load_exported,
     load_variable,
     local_variables,
     make_template,

@@ -72,3 +72,8 @@ CONCRETE_ASSIGN = (
 
 class JaxvarsIndexError(JaxvarsValueError, IndexError):
     """An index out of range; also an ``IndexError``, as NumPy's ``AxisError`` is."""
+
+
+class Unreadable(Exception):
+    """A problem reading one checkpoint (a damaged file, a corrupted value), as one
+    line; whoever catches it names the file."""

@@ -24,13 +24,13 @@ def main() -> None:
     if mode == "named":
         atomic_file._open_unnamed = lambda directory: None  # as on a filesystem without it
     variable = jv.Variable(np.ones(1 << 16, np.float32), name="v")  # 256 KiB of data
-    real_bytes = checkpoint._bytes
+    real_bytes = checkpoint.as_bytes
 
     def announced(array):
         print("writing data", flush=True)  # a pipe: not a file the limit counts
         return real_bytes(array)
 
-    checkpoint._bytes = announced
+    checkpoint.as_bytes = announced
     # Python ignores SIGXFSZ (a write then fails with EFBIG); a process that
     # restores the default is killed instead, which no cleanup code survives.
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)

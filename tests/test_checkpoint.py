@@ -187,15 +187,15 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(path, monkeypatch, 
     v.assign([9, 9, 9, 9])
     jv.save(path, [v])  # a second save replaces the first
     v.assign([5, 5, 5, 5])
-    real = jv._checkpoint._bytes
+    real = jv._safetensors.as_bytes
 
     def failing(array):  # the header is written, then the data fails
         raise OSError("disk full")
 
-    monkeypatch.setattr(jv._checkpoint, "_bytes", failing)
+    monkeypatch.setattr(jv._checkpoint, "as_bytes", failing)
     with pytest.raises(OSError, match="disk full"):
         jv.save(path, [v])
-    monkeypatch.setattr(jv._checkpoint, "_bytes", real)
+    monkeypatch.setattr(jv._checkpoint, "as_bytes", real)
     assert os.listdir(os.path.dirname(path)) == ["ckpt.safetensors"]
     jv.restore(path, [v])
     np.testing.assert_array_equal(v.numpy(), [9, 9, 9, 9])

@@ -49,13 +49,13 @@ def test_a_save_writes_an_unnamed_file_and_names_it_only_when_complete(path, mon
     if sys.platform != "linux" or not unnamed_files_work(directory):
         pytest.skip("no O_TMPFILE here: the named fallback is tested below")
     seen = []
-    real = jv._checkpoint._bytes
+    real = jv._safetensors.as_bytes
 
     def looking(array):  # called as the data is being written
         seen.append((sorted(os.listdir(directory)), len(unnamed_files_open_in(directory))))
         return real(array)
 
-    monkeypatch.setattr(jv._checkpoint, "_bytes", looking)
+    monkeypatch.setattr(jv._checkpoint, "as_bytes", looking)
     v = jv.Variable(np.arange(4, dtype=np.float32), name="v")
     jv.save(path, [v])
     v.assign([5, 6, 7, 8])
@@ -112,14 +112,14 @@ def test_a_save_killed_between_two_values_leaves_the_previous_checkpoint_intact(
         import numpy as np
         import jaxvars as jv
         import jaxvars._checkpoint as ckpt
-        real = ckpt._bytes
+        real = ckpt.as_bytes
         calls = []
         def dying(array):
             calls.append(1)
             if len(calls) > 3:  # in the middle of writing the data
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(array)
-        ckpt._bytes = dying
+        ckpt.as_bytes = dying
         big = {{f"x{{i}}": jv.Variable(np.ones(1000, np.float32)) for i in range(5)}}
         jv.save({path!r}, big)
         """
@@ -192,7 +192,6 @@ CRAFTED = {
     "dtype-missing": ({"v": {"shape": [2], "data_offsets": [0, 8]}}, ENTRY + "it has no dtype"),
     "dtype-an-array": ({"v": entry(dtype=[1])}, ENTRY + "its dtype [1] is not a string"),
     "dtype-an-object": ({"v": entry(dtype={})}, ENTRY + "its dtype {} is not a string"),
-    "dtype-unknown": ({"v": entry(dtype="F4")}, "'v': dtype 'F4' is not one this version reads"),
     "shape-missing": ({"v": {"dtype": "F32", "data_offsets": [0, 8]}}, ENTRY + "it has no shape"),
     "shape-negative": (
         {"v": entry(shape=(-2,))},

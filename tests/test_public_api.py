@@ -30,6 +30,13 @@ PUBLIC = {
     "jit",
     "list_variables",
     "load_variable",
+    # section 13: models in and out
+    "functional",
+    "assign_state",
+    "export",
+    "load_exported",
+    "init_from_checkpoint",
+    "latest_checkpoint",
     "make_template",
     "name_scope",
     "random",
