@@ -1,4 +1,4 @@
-"""Write the extra TensorFlow checkpoint fixtures in tests/data/tf_checkpoints/tf2_more.
+"""Write the extra TensorFlow checkpoint fixtures in tests/data/tf_checkpoints.
 
 Needs a real TensorFlow, in a virtual environment of its own (the project never
 imports it): python -m venv /tmp/tf && /tmp/tf/bin/pip install tensorflow-cpu
@@ -8,6 +8,10 @@ The case: a tf.train.Checkpoint cut into several data shards of
 variables of every dtype the shared fixtures lack (strings, complex, unsigned,
 int8/16, float64, an empty array), and a tf.Module trained with TF1's Adam,
 whose slots TF2 keys as `<variable>/.OPTIMIZER_SLOT/<optimizer>/<slot>`.
+
+And tf1_partitioned_large: a TF1 Saver checkpoint of a partitioned variable of
+300 rows in 3 parts, whose slice keys hold offsets past 63 (OrderedCode's
+multi-byte numbers).
 """
 
 import json
@@ -17,7 +21,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "tf_checkpoints", "tf2_more")
+DATA = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "tf_checkpoints")
+OUT = os.path.join(DATA, "tf2_more")
 
 
 
@@ -76,6 +81,27 @@ def main() -> None:
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(described, f, indent=1)
     print(prefix, file=sys.stderr)
+    partitioned()
+
+
+def partitioned() -> None:
+    out = os.path.join(DATA, "tf1_partitioned_large")
+    os.makedirs(out, exist_ok=True)
+    graph = tf.Graph()
+    with graph.as_default():
+        table = tf.compat.v1.get_variable(
+            "table",
+            shape=[300, 2],
+            initializer=tf.compat.v1.random_normal_initializer(seed=1),
+            partitioner=tf.compat.v1.fixed_size_partitioner(3),
+        )
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            prefix = saver.save(session, os.path.join(out, "model.ckpt"), write_meta_graph=False)
+            value = session.run(tf.concat(list(table), axis=0))
+    np.savez(os.path.join(out, "expected.npz"), table=value)
+    print(prefix, tf.train.list_variables(prefix), file=sys.stderr)
 
 
 if __name__ == "__main__":
