@@ -84,7 +84,7 @@ def raw(layers, scanned, donate=False):
     return lambda: step(params, opt_state, x, y)
 
 
-def jaxvars(layers, scanned):
+def jaxvars(layers, scanned, donate=True):
     import jax.numpy as jnp
     import optax
 
@@ -124,11 +124,12 @@ def jaxvars(layers, scanned):
     model = Deep() if scanned else MLP()
     opt = jv.Optimizer(optax.adam(1e-3), model)
 
-    @jv.jit
     def step(model, x, y):
         loss, grads = jv.value_and_grad(lambda: jnp.mean((model(x) - y) ** 2), model)()
         opt.apply_gradients(grads)
         return loss
+
+    step = jv.jit(step, donate=donate)
 
     return lambda: step(model, x, y)
 
@@ -177,6 +178,7 @@ CONTENDERS = {
     # step, so the same two with donation show what that costs.
     "raw, donated": functools.partial(raw, donate=True),
     "nnx, donated": functools.partial(nnx, donate=True),
+    "jv, donate=False": functools.partial(jaxvars, donate=False),
 }
 
 

@@ -34,11 +34,17 @@ def open_checkpoint(path: str | os.PathLike[str], *, restoring: bool) -> Checkpo
     """The checkpoint at ``path``: a TensorFlow one (a prefix, or a directory with
     TF's ``checkpoint`` state file), else a safetensors file. Raises ``ValueError``
     if it cannot be read at all."""
+    path = os.fsdecode(path)
     prefix = prefix_of(path)
     if prefix is None and os.path.isdir(path):
         raise JaxvarsValueError(
-            f"{os.fspath(path)!r} is a directory without a TensorFlow 'checkpoint' state file; "
-            "give a checkpoint file, or a TensorFlow checkpoint prefix."
+            f"{path!r} is a directory without a TensorFlow 'checkpoint' state file naming a "
+            "checkpoint that exists; give a checkpoint file, or a TensorFlow checkpoint prefix."
+        )
+    if prefix is None and not os.path.isfile(path):
+        raise JaxvarsValueError(
+            f"No checkpoint at {path!r}: no such file, and no TensorFlow checkpoint with that "
+            f"prefix (no {os.path.basename(path) + '.index'!r})."
         )
     try:
         if prefix is not None:
@@ -178,6 +184,7 @@ def load_variable(path: str | os.PathLike[str], key: str) -> np.ndarray:
     if checkpoint.problems:
         raise problems_error(path, checkpoint.problems, restoring=False)
     listing = checkpoint.listing()
+    key = checkpoint.find(key) or key
     if key not in listing:
         raise JaxvarsValueError(
             f"Checkpoint {os.fspath(path)!r} has no key {key!r}; its {len(listing)} keys: "

@@ -11,6 +11,7 @@ changes that copy, never the files.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,9 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checkpoint import list_variables, load_variable, save
-from ._errors import JaxvarsValueError, boundary
+from ._atomic_file import replace_atomically
+from ._checkpoint import open_checkpoint, save
+from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
 from ._functional import pure_form
+from ._safetensors import problems_error
 
 _EXPORTED, _VALUES = "exported.bin", "values.safetensors"
 _BATCH = "batch"  # the symbolic size batch_axes give
@@ -71,10 +74,10 @@ def export(
     state = {key: v.value for key, v in keyed.items()}
     exported = jax.export.export(jax.jit(pure), platforms=platforms)(state, *specs)
     os.makedirs(path, exist_ok=True)
-    # The values first: a directory whose export is missing cannot be loaded by mistake.
+    # Each file is replaced atomically; load_exported checks that the two agree
+    # (an export interrupted between them leaves a pair it refuses).
     save(os.path.join(path, _VALUES), keyed)
-    with open(os.path.join(path, _EXPORTED), "wb") as f:
-        f.write(exported.serialize())
+    replace_atomically(os.path.join(path, _EXPORTED), [bytes(exported.serialize())], durable=False)
 
 
 @boundary
@@ -86,10 +89,14 @@ def load_exported(path: str | os.PathLike[str]) -> Callable[..., Any]:
     values: assignments the function makes apply to that copy (each loaded
     callable starts from the saved values) and never to the files.
 
+    Arguments are arrays or pytrees of them, as exported; as with
+    ``jax.jit``, a float64 NumPy array is taken as float32 while x64 is off.
+
     Raises:
-        ValueError: at call time, arguments of another count, shape or dtype
-            than the exported signature (named in the message), or arguments
-            sharing a batch axis with different sizes.
+        ValueError: ``path`` is not an export directory, or its two files are
+            from different exports; at call time, arguments of another count,
+            shape or dtype than the exported signature (named in the message),
+            or arguments sharing a batch axis with different sizes.
 
     Example:
         >>> import tempfile, jax.numpy as jnp, jaxvars as jv
@@ -103,13 +110,29 @@ def load_exported(path: str | os.PathLike[str]) -> Callable[..., Any]:
         >>> int(loaded()), int(loaded()), int(count.value)
         (1, 2, 0)
     """
+    missing = [f for f in (_EXPORTED, _VALUES) if not os.path.isfile(os.path.join(path, f))]
+    if missing:
+        raise JaxvarsValueError(
+            f"{os.fspath(path)!r} is not a jv.export directory: it lacks {' and '.join(missing)}."
+        )
     with open(os.path.join(path, _EXPORTED), "rb") as f:
         exported = jax.export.deserialize(bytearray(f.read()))
-    values_path = os.path.join(path, _VALUES)
-    keys = [key for key, *_ in list_variables(values_path)]
-    state = {key: jnp.asarray(load_variable(values_path, key)) for key in keys}
+    values = open_checkpoint(os.path.join(path, _VALUES), restoring=False)
+    arrays, problems = values.read_many(sorted(values.listing()))
+    if problems or values.problems:
+        raise problems_error(
+            os.path.join(path, _VALUES), values.problems + problems, restoring=False
+        )
+    state = {key: jnp.asarray(array) for key, array in arrays.items()}
+    leaves = jax.tree_util.tree_leaves(state)
+    saved = [(tuple(x.shape), x.dtype) for x in leaves]
+    if saved != [(tuple(a.shape), a.dtype) for a in exported.in_avals[: len(leaves)]]:
+        raise JaxvarsValueError(
+            f"{path}: its values ({_VALUES}) do not match its export ({_EXPORTED}): they come "
+            "from different exports (one interrupted?). Export again."
+        )
     run = jax.jit(exported.call)
-    arguments = exported.in_avals[len(jax.tree_util.tree_leaves(state)) :]
+    arguments = exported.in_avals[len(leaves) :]
 
     def loaded(*args: Any) -> Any:
         nonlocal state
@@ -126,56 +149,89 @@ def load_exported(path: str | os.PathLike[str]) -> Callable[..., Any]:
     return loaded
 
 
-def _specs(args: Sequence[Any], batch_axes: Any) -> list[jax.ShapeDtypeStruct]:
-    """The arguments' shapes and dtypes, with ``batch_axes`` made symbolic."""
-    shapes = [(tuple(np.shape(x)), getattr(x, "dtype", None) or np.asarray(x).dtype) for x in args]
-    if batch_axes is None:
-        axes: list[int | None] = [None] * len(args)
-    elif isinstance(batch_axes, int):
-        axes = [batch_axes] * len(args)
-    else:
-        axes = list(batch_axes)
-        if len(axes) != len(args):
-            raise JaxvarsValueError(
-                f"jv.export: batch_axes has {len(axes)} entries for {len(args)} arguments; give "
-                "one per argument (an axis, or None for a fixed shape)."
-            )
+def _specs(args: Sequence[Any], batch_axes: Any) -> list[Any]:
+    """Each argument's shapes and dtypes (a pytree of them for a pytree argument),
+    with ``batch_axes`` made symbolic."""
     (batch,) = jax.export.symbolic_shape(_BATCH)
-    specs = []
-    for i, ((shape, dtype), axis) in enumerate(zip(shapes, axes, strict=True)):
-        if axis is not None:
+    every = isinstance(batch_axes, int)
+
+    def spec(i: int, axis: int | None, path: Any, leaf: Any) -> jax.ShapeDtypeStruct:
+        shape = tuple(np.shape(leaf))
+        if axis is not None and (shape or not every):  # an int skips scalars
             if not -len(shape) <= axis < len(shape):
                 raise JaxvarsValueError(
-                    f"jv.export: batch_axes gives argument {i} (shape {shape}) axis {axis}, "
+                    f"jv.export: batch_axes gives {_name(i, path)} (shape {shape}) axis {axis}, "
                     "which it does not have."
                 )
             axis %= len(shape)
             shape = (*shape[:axis], batch, *shape[axis + 1 :])
-        specs.append(jax.ShapeDtypeStruct(shape, dtype))
-    return specs
+        return jax.ShapeDtypeStruct(shape, _dtype(leaf))
+
+    return [
+        jax.tree_util.tree_map_with_path(functools.partial(spec, i, axis), arg)
+        for i, (arg, axis) in enumerate(zip(args, _axes(batch_axes, len(args)), strict=True))
+    ]
+
+
+def _axes(batch_axes: Any, count: int) -> list[int | None]:
+    """``batch_axes`` as one axis (or None) per argument."""
+    if batch_axes is None:
+        return [None] * count
+    if isinstance(batch_axes, int) and not isinstance(batch_axes, bool):
+        return [batch_axes] * count
+    if not isinstance(batch_axes, (tuple, list)) or not all(
+        a is None or (isinstance(a, int) and not isinstance(a, bool)) for a in batch_axes
+    ):
+        raise JaxvarsTypeError(
+            f"jv.export: batch_axes is None, an int, or a tuple of one int or None per "
+            f"argument; got {batch_axes!r}."
+        )
+    if len(batch_axes) != count:
+        raise JaxvarsValueError(
+            f"jv.export: batch_axes has {len(batch_axes)} entries for {count} arguments; give "
+            "one per argument (an axis, or None for a fixed shape)."
+        )
+    return list(batch_axes)
 
 
 def _mismatch(expected: Sequence[Any], args: Sequence[Any]) -> str | None:
     """What makes ``args`` differ from the exported arguments (None: nothing)."""
-    if len(args) != len(expected):
-        return f"the export takes {len(expected)} arguments, got {len(args)}"
+    leaves = jax.tree_util.tree_flatten_with_path(list(args))[0]
+    if len(leaves) != len(expected):
+        return f"the export takes {len(expected)} arrays (its arguments' leaves), got {len(leaves)}"
     sizes: dict[str, int] = {}
-    for i, (aval, arg) in enumerate(zip(expected, args, strict=True)):
-        shape, dtype = tuple(np.shape(arg)), getattr(arg, "dtype", None) or np.asarray(arg).dtype
-        if np.dtype(dtype) != aval.dtype:
-            return f"argument {i} has dtype {np.dtype(dtype)}, the export takes {aval.dtype}"
+    for aval, ((index, *path), leaf) in zip(expected, leaves, strict=True):
+        name = _name(index.idx, path)
+        shape, dtype = tuple(np.shape(leaf)), _dtype(leaf)
+        if dtype != aval.dtype:
+            return f"{name} has dtype {dtype}, the export takes {aval.dtype}"
+        wrong = f"{name} has shape {shape}, the export takes {_shown(aval.shape)}"
         if len(shape) != len(aval.shape):
-            return f"argument {i} has shape {shape}, the export takes {_shown(aval.shape)}"
+            return wrong
         for want, got in zip(aval.shape, shape, strict=True):
             if isinstance(want, int):
                 if want != got:
-                    return f"argument {i} has shape {shape}, the export takes {_shown(aval.shape)}"
+                    return wrong
+            elif got < 1:
+                return f"{name} has {want} = {got} in shape {shape}; the export takes 1 or more"
             elif sizes.setdefault(str(want), got) != got:
                 return (
-                    f"argument {i} has {str(want)} = {got} in shape {shape}, but an earlier "
-                    f"argument has {str(want)} = {sizes[str(want)]}: they share that axis"
+                    f"{name} has {want} = {got} in shape {shape}, but an earlier argument "
+                    f"has {want} = {sizes[str(want)]}: they share that axis"
                 )
     return None
+
+
+def _name(index: int, path: Any) -> str:
+    return f"argument {index}{jax.tree_util.keystr(tuple(path))}"
+
+
+def _dtype(leaf: Any) -> np.dtype:
+    """The dtype ``jax.jit`` gives ``leaf`` (64-bit types narrow while x64 is off)."""
+    dtype = getattr(leaf, "dtype", None)
+    return np.dtype(
+        jax.dtypes.canonicalize_dtype(dtype if dtype is not None else np.result_type(leaf))
+    )
 
 
 def _shown(shape: Sequence[Any]) -> str:

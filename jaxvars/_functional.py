@@ -39,14 +39,19 @@ def functional(
     at its end in ``new_state`` (same keys; the assigned ones changed). It never
     reads or changes a variable, so ``jax.jit``, ``jax.vmap``, ``jax.grad``,
     ``jax.lax.scan``, ``shard_map`` and ``jax.export`` all take it. Write a
-    state back with ``jv.assign_state``.
+    state back with ``jv.assign_state``. ``state`` holds the variables' own
+    arrays (no copy): donating it to a ``jax.jit`` (``donate_argnums``) deletes
+    them, so donate a copy (``jax.tree.map(jnp.copy, state)``) or only the
+    states ``pure`` returns.
 
     Args:
         fn: A function of JAX values that reads and assigns variables (a
             Module is one). Its arguments are what ``pure`` takes after ``state``.
         *example_args: Arguments (arrays or ``jax.ShapeDtypeStruct``) to find
             the variables ``fn`` touches with, in one abstract pass as
-            ``jv.jit`` does; none for a function of no arguments.
+            ``jv.jit`` does; none for a function of no arguments. A Module that
+            builds itself on its first call (``jv.get_variable`` behind
+            ``hasattr``) is built by this pass.
         variables: Which variables ``state`` holds. None: those ``fn`` touches
             on the example arguments, keyed by the paths ``jv.save(path, fn)``
             uses when ``fn`` is a Module and by their names otherwise. Or
@@ -156,17 +161,14 @@ def _touched(fn: Any, args: Any, kwargs: Any) -> dict[str, Variable]:
     def probe(*args: Any, **kwargs: Any) -> None:
         found.append(_lift.run_pure(fn, [], [], args, kwargs, records=True)[1])
 
-    token = _trace.abstract.set(True)
-    try:
-        jax.eval_shape(probe, *args, **kwargs)
-    finally:
-        _trace.abstract.reset(token)
+    jax.eval_shape(probe, *args, **kwargs)
     frame = found[-1]
     if frame.created:
         raise JaxvarsValueError(
-            f"jv.functional: {_fn_name(fn)} creates variable '{frame.created[0].name}'. A pure "
-            "function cannot create variables: build the model first (call it once, or use "
-            "jv.eval_shape), then make its pure form."
+            f"jv.functional: {_fn_name(fn)} creates variable '{frame.created[0].name}' when "
+            "called, and a pure function cannot create variables. Create it outside the "
+            "function, or with jv.get_variable (a model building itself on its first call is "
+            "built by jv.functional's pass)."
         )
     paths = {id(v): p for p, v in fn.named_variables().items()} if isinstance(fn, Module) else {}
     keyed: dict[str, Variable] = {}

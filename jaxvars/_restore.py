@@ -77,9 +77,10 @@ def init_from_checkpoint(path: str | os.PathLike[str], assignment_map: Mapping[s
     """TF1's ``tf.compat.v1.train.init_from_checkpoint``: initialise variables of the
     active store from a checkpoint, by name.
 
-    ``assignment_map`` maps checkpoint names to variable names, each a name
-    (``{"old/w": "new/w"}``) or a scope (``{"old_scope/": "new_scope/"}``: every
-    variable under ``new_scope/`` from the same name under ``old_scope/``).
+    ``assignment_map`` maps checkpoint names to variable names (or Variables),
+    each a name (``{"old/w": "new/w"}``) or a scope (``{"old_scope/":
+    "new_scope/"}``: every variable under ``new_scope/`` from the same name
+    under ``old_scope/``; ``"/"`` is the root, as in TF).
     Variables it does not reach keep their values; everything is checked
     before any variable changes, as for ``jv.restore``.
 
@@ -101,12 +102,21 @@ def init_from_checkpoint(path: str | os.PathLike[str], assignment_map: Mapping[s
     variables: dict[str, Variable] = {}
     plan: Plan = {}
     for old, new in assignment_map.items():
+        if isinstance(new, Variable) and isinstance(old, str) and not old.endswith("/"):
+            variables[new.name], plan[new.name] = new, (old, None)  # in the store or not
+            continue
+        if not isinstance(old, str) or not isinstance(new, str):
+            raise JaxvarsTypeError(
+                f"jv.init_from_checkpoint: assignment_map maps names to names or Variables; "
+                f"got {old!r}: {new!r}."
+            )
         if old.endswith("/") != new.endswith("/"):
             raise JaxvarsValueError(
                 f"jv.init_from_checkpoint: {old!r} -> {new!r} maps a scope to a name; both "
                 "end with '/' (scopes) or neither does (names)."
             )
-        names = [n for n in store if n.startswith(new)] if new.endswith("/") else [new]
+        scope = "" if new == "/" else new
+        names = [n for n in store if n.startswith(scope)] if new.endswith("/") else [new]
         names = [n for n in names if n in store]
         if not names:
             raise JaxvarsValueError(
@@ -115,7 +125,8 @@ def init_from_checkpoint(path: str | os.PathLike[str], assignment_map: Mapping[s
             )
         for name in names:
             variables[name] = store[name]
-            plan[name] = (old + name[len(new) :] if new.endswith("/") else old, None)
+            old_scope = "" if old == "/" else old
+            plan[name] = (old_scope + name[len(scope) :] if new.endswith("/") else old, None)
     _restore(path, variables, plan, strict=False)
 
 
@@ -129,7 +140,8 @@ def _plan(variables: Mapping[str, Variable], map: Any) -> Plan:
             found = map(key)
             if found is None:
                 continue
-            name, transform = found if isinstance(found, tuple) else (found, None)
+            pair = found if isinstance(found, tuple) and len(found) == 2 else (found, None)
+            name, transform = pair
             if not isinstance(name, str) or (transform is not None and not callable(transform)):
                 raise JaxvarsTypeError(
                     f"jv.restore: map({key!r}) returned {found!r}; it returns a file key, None, "
@@ -146,6 +158,17 @@ def _plan(variables: Mapping[str, Variable], map: Any) -> Plan:
             f"{listed(variables)})."
         )
     prefixes = sorted((k for k in map if k.endswith("/")), key=len, reverse=True)
+    for prefix in prefixes:
+        if not isinstance(map[prefix], str) or not (map[prefix] == "" or map[prefix].endswith("/")):
+            raise JaxvarsValueError(
+                f"jv.restore: map renames the prefix {prefix!r} to {map[prefix]!r}; a prefix "
+                "becomes another prefix, ending with '/' (or '' for none)."
+            )
+        if not any(key.startswith(prefix) for key in variables):
+            raise JaxvarsValueError(
+                f"jv.restore: map's prefix {prefix!r} starts no key of the target (its keys: "
+                f"{listed(variables)})."
+            )
     plan = {}
     for key in variables:
         if key in map:
@@ -159,6 +182,9 @@ def _plan(variables: Mapping[str, Variable], map: Any) -> Plan:
 
 def _restore(path: Any, variables: Mapping[str, Variable], plan: Plan, *, strict: bool) -> None:
     checkpoint = open_checkpoint(path, restoring=True)
+    plan = {
+        key: (checkpoint.find(name) or name, transform) for key, (name, transform) in plan.items()
+    }
     listing = checkpoint.listing()
     problems = list(checkpoint.problems)
     for key, (name, transform) in plan.items():

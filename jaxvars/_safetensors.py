@@ -42,6 +42,8 @@ DTYPES = {
     "F8_E5M2": np.dtype(jnp.float8_e5m2),
 }
 NAMES = {dtype: name for name, dtype in DTYPES.items()}
+# safetensors dtypes with no NumPy (or JAX) type here: sub-byte floats, the MX scale.
+UNREPRESENTABLE = {"F8_E8M0", "F4", "F6_E2M3", "F6_E3M2"}
 _MAX_HEADER = 100 * 2**20  # a header larger than this is a corrupted length field
 _MAX_DIMENSIONS = 64  # NumPy's: an entry with more could not be read into an array
 METADATA = "__metadata__"  # the header's own entry, never a tensor
@@ -91,10 +93,11 @@ def _read_header(f: Any, path: Any, *, restoring: bool) -> _Header:
     for key, entry in header.items():
         if key == METADATA:
             continue
-        if isinstance(entry, dict) and isinstance(entry.get("dtype"), str):
-            if entry["dtype"] not in DTYPES and isinstance(entry.get("shape"), list):
-                # A dtype jaxvars cannot hold (F8_E8M0, F4, ...): only reading it fails.
-                entries[key] = {"unsupported": entry["dtype"][:40], "shape": entry["shape"]}
+        if isinstance(entry, dict) and str(entry.get("dtype")) in UNREPRESENTABLE:
+            shape = entry.get("shape")
+            if isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape):
+                # A safetensors dtype jaxvars cannot hold: only reading it fails.
+                entries[key] = {"unsupported": entry["dtype"], "shape": shape}
                 continue
         problem = _check_entry(entry, data_size)
         if problem:
@@ -283,6 +286,10 @@ class SafetensorsFile:
                 if total.result() != checksums[key]
             ]
         return arrays, problems
+
+    def find(self, key: str) -> str | None:
+        """``key``, if the file has it."""
+        return key if key in self.header.entries else None
 
     def canonical(self, key: str) -> str:
         """The value ``key`` names (a key is its only name here)."""

@@ -56,20 +56,20 @@ _DTYPES = {
 
 
 def prefix_of(path: str | os.PathLike[str]) -> str | None:
-    """The checkpoint prefix ``path`` names (itself, or a directory's latest), if any."""
-    path = os.fspath(path)
+    """The checkpoint prefix ``path`` names, if any: itself, a directory's latest, or
+    the prefix of one of its files (``.index``, ``.data-00000-of-00001``)."""
+    path = os.fsdecode(path)
     if os.path.isdir(path):
         return latest_checkpoint(path)
-    if path.endswith(".index") and os.path.isfile(path):
-        path = path[: -len(".index")]
+    path = re.sub(r"\.(index|data-\d{5}-of-\d{5})$", "", path)
     return path if os.path.isfile(path + ".index") else None
 
 
 def latest_checkpoint(directory: str | os.PathLike[str]) -> str | None:
     """The checkpoint prefix TF's ``checkpoint`` state file in ``directory`` names
     (its ``model_checkpoint_path``), or None without one, as
-    ``tf.train.latest_checkpoint`` returns. A relative prefix is joined to
-    ``directory``.
+    ``tf.train.latest_checkpoint`` returns (None too when that checkpoint's
+    index is gone). A relative prefix is joined to ``directory``.
 
     Example:
         >>> import os, tempfile, jaxvars as jv
@@ -78,20 +78,41 @@ def latest_checkpoint(directory: str | os.PathLike[str]) -> str | None:
         None
         >>> with open(os.path.join(directory, "checkpoint"), "w") as f:
         ...     _ = f.write('model_checkpoint_path: "ckpt-3"')
+        >>> open(os.path.join(directory, "ckpt-3.index"), "wb").close()
         >>> os.path.basename(jv.latest_checkpoint(directory))
         'ckpt-3'
     """
-    state = os.path.join(os.fspath(directory), "checkpoint")
+    directory = os.fsdecode(directory)
     try:
-        with open(state, encoding="utf-8") as f:
+        with open(os.path.join(directory, "checkpoint"), "rb") as f:
             text = f.read()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    found = re.search(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', text, re.MULTILINE)
+    # A text-format CheckpointState: `model_checkpoint_path: "..."` (or '...').
+    quoted = rb"""(["'])((?:(?!\1)[^\\]|\\.)*)\1"""
+    found = re.search(rb"^\s*model_checkpoint_path\s*:\s*" + quoted, text, re.MULTILINE)
     if found is None:
         return None
-    prefix = found.group(1).encode().decode("unicode_escape")
-    return prefix if os.path.isabs(prefix) else os.path.join(os.fspath(directory), prefix)
+    prefix = os.fsdecode(_unescaped(found.group(2)))
+    prefix = prefix if os.path.isabs(prefix) else os.path.join(directory, prefix)
+    return prefix if os.path.isfile(prefix + ".index") else None
+
+
+_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"\\": b"\\", b'"': b'"', b"'": b"'"}
+
+
+def _unescaped(text: bytes) -> bytes:
+    """A protobuf text-format string's bytes: C escapes, octal and hex, over raw UTF-8."""
+
+    def one(match: re.Match[bytes]) -> bytes:
+        escape = match.group(1)
+        if escape[:1] in b"01234567":
+            return bytes([int(escape, 8) & 0xFF])
+        if escape[:1] == b"x":
+            return bytes([int(escape[1:], 16)])
+        return _ESCAPES.get(escape, escape)
+
+    return re.sub(rb"\\([0-7]{1,3}|x[0-9a-fA-F]{1,2}|.)", one, text)
 
 
 class Entry:
@@ -149,6 +170,14 @@ class TFCheckpoint:
                 problems.append(str(e))
         return arrays, problems
 
+    def find(self, name: str) -> str | None:
+        """The listed key ``name`` is, also given as TF spells it (with
+        ``/.ATTRIBUTES/VARIABLE_VALUE``, as ``tf.train.list_variables`` shows it)."""
+        if name in self.names:
+            return name
+        short = name.removesuffix(_SUFFIX)
+        return short if short in self.names else None
+
     def canonical(self, name: str) -> bytes:
         """The index key ``name`` lists (an alias and its path name one value)."""
         return self.names[name]
@@ -160,6 +189,7 @@ class TFCheckpoint:
         if not entry.slices:
             return self._value(name, entry)
         whole = np.empty(entry.shape, entry.dtype)
+        covered = np.zeros(entry.shape, np.bool_)  # each element from exactly one slice
         for extents in entry.slices:
             part = self.entries.get(slice_key(key.decode(), extents))
             if part is None:
@@ -168,7 +198,15 @@ class TFCheckpoint:
                 slice(None) if length == -1 else slice(start, start + length)
                 for start, length in extents
             )
+            if covered[region].any() or covered[region].shape != part.shape:
+                raise Unreadable(f"{name!r}: its slices overlap or do not fit it (damaged)")
             whole[region] = self._value(name, part)
+            covered[region] = True
+        if not covered.all():
+            raise Unreadable(
+                f"{name!r}: its slices cover {int(covered.sum())} of its {covered.size} "
+                "elements (saved without all its partitions, or damaged)"
+            )
         return whole
 
     def _value(self, name: str, entry: Entry) -> np.ndarray:

@@ -75,7 +75,9 @@ def test_wrong_arguments_are_named_with_the_exported_signature(tmp_path):
         loaded(jnp.ones((2, 4)))
     with pytest.raises(ValueError, match=r"argument 0 has dtype int32, the export takes float32"):
         loaded(jnp.ones((2, 3), jnp.int32))
-    with pytest.raises(ValueError, match=r"the export takes 1 arguments, got 2"):
+    with pytest.raises(
+        ValueError, match=r"the export takes 1 arrays \(its arguments. leaves\), got 2"
+    ):
         loaded(jnp.ones((2, 3)), jnp.ones((2, 3)))
     assert loaded(jnp.ones((2, 3))).shape == (2, 3)  # still works after the errors
 
@@ -125,3 +127,43 @@ def test_the_values_file_is_a_jv_save_file_of_the_state(tmp_path):
     jv.restore(tmp_path / "values.safetensors", restored)
     for a, b in zip(model.variables, restored.variables, strict=True):
         np.testing.assert_array_equal(a.value, b.value)
+
+
+def test_values_from_another_export_are_refused(tmp_path):
+    w = jv.Variable(jnp.ones(2), name="w")
+    jv.export(tmp_path / "a", lambda x: x * w, jnp.ones(2))
+    v = jv.Variable(jnp.ones(3), name="w")
+    jv.export(tmp_path / "b", lambda x: x * v, jnp.ones(3))
+    os.replace(tmp_path / "b" / "values.safetensors", tmp_path / "a" / "values.safetensors")
+    with pytest.raises(ValueError, match=r"do not match its export .* different exports"):
+        jv.load_exported(tmp_path / "a")
+
+
+def test_pytree_arguments_keep_their_structure(tmp_path):
+    w = jv.Variable(jnp.ones((2, 3)), name="w")
+
+    def fn(inputs, pair):
+        return inputs["x"] @ w + pair[0] - pair[1]
+
+    example = ({"x": jnp.ones((4, 2))}, (jnp.zeros(3), jnp.zeros(3)))
+    jv.export(tmp_path, fn, *example, batch_axes=(0, None))
+    loaded = jv.load_exported(tmp_path)
+    assert loaded({"x": jnp.ones((6, 2))}, (jnp.ones(3), jnp.zeros(3))).shape == (6, 3)
+    with pytest.raises(ValueError, match=r"argument 0\['x'\] has shape \(6, 5\)"):
+        loaded({"x": jnp.ones((6, 5))}, (jnp.ones(3), jnp.zeros(3)))
+    with pytest.raises(ValueError, match=r"argument 0\['x'\] has batch = 0 .* 1 or more"):
+        loaded({"x": jnp.ones((0, 2))}, (jnp.ones(3), jnp.zeros(3)))
+
+
+def test_an_int_batch_axis_skips_scalar_arguments_and_bad_batch_axes_are_type_errors(tmp_path):
+    w = jv.Variable(jnp.ones(2), name="w")
+    jv.export(tmp_path, lambda x, scale: x * w * scale, jnp.ones((3, 2)), 2.0, batch_axes=0)
+    assert jv.load_exported(tmp_path)(jnp.ones((5, 2)), 3.0).tolist() == [[3.0, 3.0]] * 5
+    for bad in (True, 0.0, "0", (0, "1")):
+        with pytest.raises(TypeError, match=r"batch_axes is None, an int, or a tuple"):
+            jv.export(tmp_path / "bad", lambda x: x * w, jnp.ones((3, 2)), batch_axes=bad)
+
+
+def test_a_directory_that_is_not_an_export_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=r"not a jv.export directory: it lacks exported.bin and"):
+        jv.load_exported(tmp_path)

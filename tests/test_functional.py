@@ -151,11 +151,25 @@ def test_pure_refuses_a_variable_outside_its_state():
 
 
 def test_a_function_that_creates_variables_is_refused():
-    def lazy(x):
-        return x * jv.get_variable("lazy_w", shape=(), initializer=jnp.ones)
+    def creates(x):
+        return x * jv.Variable(2.0, name="fresh")
 
-    with pytest.raises(ValueError, match=r"creates variable 'lazy_w'.*build the model first"):
-        jv.functional(lazy, jnp.ones(2))
+    with pytest.raises(ValueError, match=r"creates variable 'fresh' when called.*outside"):
+        jv.functional(creates, jnp.ones(2))
+
+
+def test_a_model_building_itself_on_its_first_call_is_built_by_the_pass():
+    class Lazy(jv.Module):
+        def __call__(self, x):
+            if not hasattr(self, "k"):
+                self.k = jv.get_variable("k", shape=(x.shape[-1], 3), initializer=jnp.ones)
+            return x @ self.k
+
+    model = Lazy()
+    pure, state = jv.functional(model, jax.ShapeDtypeStruct((1, 2), jnp.float32))
+    assert list(state) == ["k"] and state["k"].shape == (2, 3)
+    assert pure(state, jnp.ones((1, 2)))[0].tolist() == [[2.0, 2.0, 2.0]]
+    assert model(jnp.ones((1, 2))).tolist() == [[2.0, 2.0, 2.0]]  # built, and usable
 
 
 def test_two_variables_with_one_name_need_explicit_keys():

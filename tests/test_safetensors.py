@@ -148,3 +148,10 @@ def test_bfloat16_round_trips(tmp_path):
     jv.save(path, [v])
     loaded = jv.load_variable(path, "v")
     assert loaded.dtype == ml_dtypes.bfloat16 and loaded.tolist() == [1.0, -2.5]
+
+
+def test_an_unknown_dtype_name_is_a_corrupted_header_not_an_unsupported_dtype(tmp_path):
+    path = tmp_path / "typo.safetensors"
+    write_raw(path, {"w": {"dtype": "f32", "shape": [2], "data_offsets": [0, 8]}}, bytes(8))
+    with pytest.raises(ValueError, match=r"'w': dtype 'f32' is not one this version reads"):
+        jv.list_variables(path)

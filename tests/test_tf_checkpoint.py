@@ -7,6 +7,7 @@ every key (strings as hex in the JSON).
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -250,3 +251,94 @@ def test_the_port_example_computes_tfs_logits():
     out = run_example("port_tf1_convnet.py")
     assert "global_step: 3" in out
     assert "max abs difference" in out and "with the moving averages" in out
+
+
+# -- from an adversarial review ----------------------------------------------------------------
+
+
+def test_a_partitioned_variable_saved_without_all_its_parts_is_refused():
+    """TF refuses it too ("Does not have sufficient slices")."""
+    with pytest.raises(ValueError, match=r"'part': its slices cover 49 of its 70 elements"):
+        jv.load_variable(DATA / "tf1_partial_partitions", "part")
+    part = jv.Variable(jnp.zeros((10, 7)), name="part")
+    with pytest.raises(ValueError, match=r"no variable was changed"):
+        jv.restore(DATA / "tf1_partial_partitions", [part])
+    assert float(part.value.sum()) == 0.0
+
+
+@pytest.mark.parametrize("spelling", ["raw", "octal", "single quotes"])
+def test_the_state_file_names_any_path_as_tf_writes_it(tmp_path, spelling):
+    directory = tmp_path / "ünicode dir"
+    shutil.copytree(DATA / "tf1_dtypes", directory)
+    prefix = str(directory / "model.ckpt")
+    encoded = prefix.encode()
+    if spelling == "octal":  # protobuf's text format may escape non-ASCII bytes
+        encoded = b"".join(b"\\%03o" % b if b > 127 else bytes([b]) for b in encoded)
+    quote = b"'" if spelling == "single quotes" else b'"'
+    (directory / "checkpoint").write_bytes(
+        b"model_checkpoint_path : " + quote + encoded + quote + b"\n"
+    )
+    assert jv.latest_checkpoint(directory) == prefix
+    assert [k for k, *_ in jv.list_variables(directory)][0] == "scope/b"
+
+
+def test_a_state_file_naming_a_missing_checkpoint_is_none(tmp_path):
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "gone-7"\n')
+    assert jv.latest_checkpoint(tmp_path) is None
+    with pytest.raises(
+        ValueError, match=r"a directory without a TensorFlow 'checkpoint' state file"
+    ):
+        jv.list_variables(tmp_path)
+
+
+def test_paths_name_a_checkpoint_in_every_spelling(tmp_path):
+    prefix = DATA / "tf1_sharded_partitioned" / "model.ckpt"
+    listing = jv.list_variables(prefix)
+    for path in (str(prefix) + ".data-00001-of-00002", os.fsencode(str(prefix)), prefix):
+        assert jv.list_variables(path) == listing
+    with pytest.raises(ValueError, match=r"No checkpoint at .*nothing.*no 'nothing.index'"):
+        jv.list_variables(tmp_path / "nothing")
+    with pytest.raises(ValueError, match=r"No checkpoint at"):
+        jv.restore(tmp_path / "nothing", [jv.Variable(1.0)])
+
+
+def test_tf2_keys_may_be_given_as_tensorflow_lists_them():
+    directory = DATA / "tf2_more"
+    full = jv.load_variable(directory, "model/kernel/.ATTRIBUTES/VARIABLE_VALUE")
+    np.testing.assert_array_equal(full, jv.load_variable(directory, "model/kernel"))
+    kernel = jv.Variable(jnp.zeros((2, 3)), name="k")
+    jv.restore(
+        directory, {"k": kernel}, strict=False, map={"k": "model/kernel/.ATTRIBUTES/VARIABLE_VALUE"}
+    )
+    np.testing.assert_array_equal(kernel.value, full)
+
+
+def test_maps_that_cannot_mean_anything_are_errors():
+    w = jv.Variable(jnp.zeros((8, 10)), name="logits/weights")
+    path = DATA / "tf1_convnet"
+    with pytest.raises(ValueError, match=r"prefix 'new/' starts no key of the target"):
+        jv.restore(path, [w], strict=False, map={"new/": "logits/"})
+    with pytest.raises(ValueError, match=r"a prefix becomes another prefix, ending with '/'"):
+        jv.restore(path, [w], strict=False, map={"logits/": "old"})
+    with pytest.raises(TypeError, match=r"returned \('logits/weights',\)"):
+        jv.restore(path, [w], strict=False, map=lambda key: (key,))
+    assert float(w.value.sum()) == 0.0
+
+
+def test_init_from_checkpoint_from_the_root_and_with_variables():
+    with jv.variable_scope("ported"):
+        weights = jv.get_variable("logits/weights", [8, 10], initializer=jnp.zeros)
+    jv.init_from_checkpoint(DATA / "tf1_convnet", {"logits/": "ported/logits/"})
+    expected_weights = jv.load_variable(DATA / "tf1_convnet", "logits/weights")
+    np.testing.assert_array_equal(weights.value, expected_weights)
+    jv.reset_default_store()
+    biases = jv.get_variable("logits/biases", [10], initializer=jnp.zeros)
+    step = jv.get_variable("global_step", [], dtype=jnp.int32, initializer=jnp.zeros)
+    jv.init_from_checkpoint(DATA / "tf1_convnet", {"/": "/"})  # every variable, by its own name
+    assert int(step.value) == 3
+    np.testing.assert_array_equal(
+        biases.value, jv.load_variable(DATA / "tf1_convnet", "logits/biases")
+    )
+    other = jv.Variable(jnp.zeros(10), name="renamed")
+    jv.init_from_checkpoint(DATA / "tf1_convnet", {"logits/biases": other})
+    np.testing.assert_array_equal(other.value, biases.value)

@@ -11,7 +11,7 @@ whose slots TF2 keys as `<variable>/.OPTIMIZER_SLOT/<optimizer>/<slot>`.
 
 And tf1_partitioned_large: a TF1 Saver checkpoint of a partitioned variable of
 300 rows in 3 parts, whose slice keys hold offsets past 63 (OrderedCode's
-multi-byte numbers).
+multi-byte numbers); tf1_partial_partitions: one saved with 2 of its 3 parts.
 """
 
 import json
@@ -23,7 +23,6 @@ import tensorflow as tf
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "tf_checkpoints")
 OUT = os.path.join(DATA, "tf2_more")
-
 
 
 class Dense(tf.Module):
@@ -102,6 +101,24 @@ def partitioned() -> None:
             value = session.run(tf.concat(list(table), axis=0))
     np.savez(os.path.join(out, "expected.npz"), table=value)
     print(prefix, tf.train.list_variables(prefix), file=sys.stderr)
+    partial_partitions()
+
+
+def partial_partitions() -> None:
+    """A Saver given 2 of a partitioned variable's 3 parts: TF refuses to load it."""
+    out = os.path.join(DATA, "tf1_partial_partitions")
+    os.makedirs(out, exist_ok=True)
+    with tf.Graph().as_default():
+        part = tf.compat.v1.get_variable(
+            "part",
+            (10, 7),
+            initializer=tf.compat.v1.ones_initializer(),
+            partitioner=tf.compat.v1.fixed_size_partitioner(3, axis=0),
+        )
+        saver = tf.compat.v1.train.Saver(var_list=list(part)[:2])
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            saver.save(session, os.path.join(out, "model.ckpt"), write_meta_graph=False)
 
 
 if __name__ == "__main__":
