@@ -86,10 +86,11 @@ def cond(pred: Any, true_fn: Callable[..., R], false_fn: Callable[..., R], *oper
         2
     """
     pred = unwrap(pred)  # a Variable flag: its value (traced inside jv.jit)
-    index = jnp.where(pred, 0, 1) if _traced(pred) else 1 - int(bool(pred))
     # True first: JAX traces the branches in order, and TF builds true_fn first,
     # so it names its layers first (dense, then dense_1).
-    return _switch(index, [true_fn, false_fn], operands)
+    if _traced(pred):
+        return _switch(None, [true_fn, false_fn], operands, pred=pred)
+    return _switch(1 - int(bool(pred)), [true_fn, false_fn], operands)
 
 
 @locked
@@ -115,11 +116,14 @@ def switch(index: Any, branches: Sequence[Callable[..., R]], *operands: Any) -> 
     return _switch(index, list(branches), operands)
 
 
-def _switch(index: Any, branches: list[Any], operands: Any) -> Any:
+def _switch(index: Any, branches: list[Any], operands: Any, pred: Any = None) -> Any:
+    """``jax.lax.switch`` on ``index`` over the lifted branches, or ``jax.lax.cond`` on a
+    traced ``pred`` (two branches): XLA then passes a variable one branch does not
+    assign through uncopied, which it copies out of an indexed conditional."""
     if not branches:
         raise JaxvarsValueError("jv.switch needs at least one branch.")
     index = unwrap(index)
-    if eager() and not _traced(index):
+    if pred is None and eager() and not _traced(index):
         chosen = min(max(int(index), 0), len(branches) - 1)
         # In a frame of its own: its assignments apply only if it returns.
         out, frame = _lift.run_pure(branches[chosen], [], [], operands, records=True)
@@ -133,6 +137,8 @@ def _switch(index: Any, branches: list[Any], operands: Any) -> Any:
 
     def attempt(variables: list[Variable]) -> Any:
         pures = [lifting.pure(branch, variables) for branch in branches]
+        if pred is not None:
+            return jax.lax.cond(pred, *pures, lifting.inputs(variables), *operands)
         return jax.lax.switch(index, pures, lifting.inputs(variables), *operands)
 
     variables, (out, ends) = lifting.attempts(attempt)

@@ -757,3 +757,13 @@ def test_a_variable_created_and_assigned_in_a_body_is_an_error_naming_it():
 
     with pytest.raises(ValueError, match=r"jv.scan body: variable 'local' is created and assigned"):
         jv.scan(body, 0.0, jnp.arange(3.0))
+
+
+def test_a_traced_cond_is_a_predicate_cond_not_an_indexed_switch():
+    """XLA copies a variable that one branch passes through out of an indexed
+    conditional (jax.lax.switch), not out of a predicate one (jax.lax.cond)."""
+    w = jv.Variable(jnp.ones(3), name="w")
+    jaxpr = jax.make_jaxpr(lambda p: jv.cond(p, lambda: w * 2, lambda: w.value))(True)
+    names = [e.primitive.name for e in jaxpr.eqns]
+    # jax.lax.cond's index: the predicate converted (XLA sees a predicate), no clamp
+    assert names == ["convert_element_type", "cond"], names
