@@ -39,19 +39,22 @@ class MLP(jv.Module):
 def main() -> None:
     quick = "--quick" in sys.argv
     for title, sizes in SIZES.items():
-        model = MLP(sizes)
-        x = jnp.ones((32, sizes[0]))
-        pure, state = jv.functional(model, x)
-        jitted = jax.jit(pure)
-        directory = tempfile.mkdtemp()
-        jv.export(directory, model, x, batch_axes=0)
-        loaded = jv.load_exported(directory)
-        contenders = {
-            "jax.jit(pure)(state, x)": lambda: jitted(state, x)[0].block_until_ready(),
-            "jv.load_exported(...)(x)": lambda: loaded(x).block_until_ready(),
-        }
-        medians = interleaved_medians(contenders, rounds=10 if quick else 30)
+        medians = interleaved_medians(_contenders(sizes), rounds=10 if quick else 30)
         report(f"{title}: one call", medians, "jax.jit(pure)(state, x)")
+
+
+def _contenders(sizes):
+    model = MLP(sizes)
+    x = jnp.ones((32, sizes[0]))
+    pure, state = jv.functional(model, x)
+    jitted = jax.jit(pure)
+    directory = tempfile.mkdtemp()
+    jv.export(directory, model, x, batch_axes=0)
+    loaded = jv.load_exported(directory)
+    return {
+        "jax.jit(pure)(state, x)": lambda: jitted(state, x)[0].block_until_ready(),
+        "jv.load_exported(...)(x)": lambda: loaded(x).block_until_ready(),
+    }
 
 
 if __name__ == "__main__":

@@ -95,12 +95,16 @@ def _timed(fn) -> float:
 def main() -> None:
     rounds = 3 if "--quick" in sys.argv else 7
     rng = np.random.default_rng(0)
-    arrays = {f"layer_{i:02d}/kernel": rng.standard_normal((SIDE, SIDE), np.float32) for i in range(COUNT)}
+    arrays = {
+        f"layer_{i:02d}/kernel": rng.standard_normal((SIDE, SIDE), np.float32) for i in range(COUNT)
+    }
     directory = tempfile.mkdtemp()
     prefix = os.path.join(directory, "model.ckpt-1")
     write_checkpoint(prefix, arrays)
     size = os.path.getsize(prefix + ".data-00000-of-00001")
-    variables = [jv.Variable(np.zeros((SIDE, SIDE), np.float32), name=key) for key in sorted(arrays)]
+    variables = [
+        jv.Variable(np.zeros((SIDE, SIDE), np.float32), name=key) for key in sorted(arrays)
+    ]
     del arrays
 
     def read_bytes() -> None:
@@ -126,11 +130,11 @@ def main() -> None:
         _crc32c._fast = fast
     base = statistics.median(times["np.fromfile of the data file"])
     print(f"\nRestoring {COUNT} variables, {size / 2**20:.0f} MiB, from a TensorFlow checkpoint")
-    for name, samples in times.items():
-        median = statistics.median(samples)
-        print(f"  {name:<34} {median:7.3f} s  {size / 2**20 / median:7.0f} MiB/s  {median / base:5.2f}x")
-    rate = size / 2**20 / fallback
-    print(f"  {'jv.restore (NumPy CRC fallback)':<34} {fallback:7.3f} s  {rate:7.0f} MiB/s  {fallback / base:5.2f}x")
+    rows = {name: statistics.median(samples) for name, samples in times.items()}
+    rows["jv.restore (NumPy CRC fallback)"] = fallback
+    for name, median in rows.items():
+        rate = size / 2**20 / median
+        print(f"  {name:<34} {median:7.3f} s  {rate:7.0f} MiB/s  {median / base:5.2f}x")
 
 
 if __name__ == "__main__":
