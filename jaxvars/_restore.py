@@ -200,8 +200,8 @@ def _restore(path: Any, variables: Mapping[str, Variable], plan: Plan, *, strict
         elif transform is None:
             problems += _mismatch(f"{name!r}{via}", found, variables[key])
     if strict:
-        used = {checkpoint.canonical(name) for name, _ in plan.values() if name in listing}
-        seen = set(used)
+        # An alias and the key it stands for name one value: restoring either uses both.
+        seen = {checkpoint.canonical(name) for name, _ in plan.values() if name in listing}
         for name, found in sorted(listing.items()):
             canonical = checkpoint.canonical(name)
             if canonical not in seen and found is not None and not isinstance(found[1], str):
