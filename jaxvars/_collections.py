@@ -28,10 +28,10 @@ def get_collection(key: str, scope: str | None = None) -> list[Variable]:
         >>> with jv.Store():
         ...     w = jv.get_variable("w", [2])
         ...     steps = jv.Variable(0, name="steps", collections=[jv.GraphKeys.LOCAL_VARIABLES])
-        ...     [v.name for v in jv.get_collection(jv.GraphKeys.GLOBAL_VARIABLES)]
-        ...     [v.name for v in jv.local_variables()]
-        ['w']
-        ['steps']
+        ...     names = [v.name for v in jv.get_collection(jv.GraphKeys.GLOBAL_VARIABLES)]
+        ...     local = [v.name for v in jv.local_variables()]
+        >>> names, local
+        (['w'], ['steps'])
     """
     members = active_store()._collection(key).members()
     if scope is None:
@@ -74,7 +74,8 @@ def global_variables(scope: str | None = None) -> list[Variable]:
         >>> import jaxvars as jv
         >>> with jv.Store():
         ...     a = jv.Variable(1.0, name="a")
-        ...     [v.name for v in jv.global_variables()]
+        ...     names = [v.name for v in jv.global_variables()]
+        >>> names
         ['a']
     """
     return get_collection(GraphKeys.GLOBAL_VARIABLES, scope)
@@ -89,7 +90,8 @@ def trainable_variables(scope: str | None = None) -> list[Variable]:
         >>> with jv.Store():
         ...     a = jv.Variable(1.0, name="a")
         ...     b = jv.Variable(2.0, name="b", trainable=False)
-        ...     [v.name for v in jv.trainable_variables()]
+        ...     names = [v.name for v in jv.trainable_variables()]
+        >>> names
         ['a']
     """
     members = get_collection(GraphKeys.TRAINABLE_VARIABLES, scope)

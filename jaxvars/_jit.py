@@ -347,15 +347,17 @@ def jit(fn: Callable[..., Any] | None = None, **jit_kwargs: Any) -> Any:
 
     Args:
         fn: The function; also usable as ``@jv.jit`` or ``@jv.jit(static_argnums=...)``.
-        explain_retraces: Log a WARNING on the ``jaxvars`` logger at each retrace,
+        **jit_kwargs: ``static_argnums``, ``static_argnames`` and ``jax.jit``'s
+            other keywords (``device``, ``backend``, ``out_shardings``,
+            ``keep_unused``, ``compiler_options``, ...), and these two of jaxvars':
+
+    Other Parameters:
+        explain_retraces (bool): Log a WARNING on the ``jaxvars`` logger at each retrace,
             saying what changed (also on while JAX's ``jax_explain_cache_misses`` is).
-        donate: Whether steps donate the old buffers of the variables they
+        donate (bool): Whether steps donate the old buffers of the variables they
             assign (the default). ``False`` compiles faster (XLA compiles a
             donating step 4-18% more slowly on CPU at 600-2,000 variables) but
             a step then needs two copies of what it assigns.
-        **jit_kwargs: ``static_argnums``, ``static_argnames`` and ``jax.jit``'s
-            other keywords (``device``, ``backend``, ``out_shardings``,
-            ``keep_unused``, ``compiler_options``, ...).
 
     Returns:
         A callable with ``fn``'s signature.

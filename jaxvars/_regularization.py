@@ -37,7 +37,8 @@ def regularization_losses(scope: Scope = None) -> list[jax.Array]:
         >>> with jv.Store():
         ...     w = jv.get_variable("w", initializer=[3.0, 4.0],
         ...                         regularizer=lambda x: 0.5 * (x**2).sum())
-        ...     [float(loss) for loss in jv.regularization_losses()]
+        ...     losses = [float(loss) for loss in jv.regularization_losses()]
+        >>> losses
         [12.5]
     """
     return [_loss(v) for v in _regularized(scope)]

@@ -1,4 +1,4 @@
-"""The jv.jit cache: keys, discovery, retry, donation and eviction (README "How it works").
+"""The jv.jit cache: keys, discovery, retry, donation and eviction (docs/how-it-works.md).
 
 Each subtle line of jaxvars/_jit.py has a test here that fails without it.
 """

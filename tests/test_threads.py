@@ -1,4 +1,4 @@
-"""Variables, jv.jit and stores used from several threads at once (README "Threads")."""
+"""Variables, jv.jit and stores used from several threads (docs/troubleshooting.md, Threads)."""
 
 import threading
 
