@@ -11,6 +11,7 @@ import html
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
@@ -29,17 +30,33 @@ def trainable_label(variable: Variable) -> str:
 
 
 def placement(variable: Variable) -> str:
-    """``cpu:0``, ``cpu:0 (uncommitted)``, ``P('data', None) over 8 devices`` or ``abstract``."""
+    """``cpu:0``, ``cpu:0 (uncommitted)``, ``P('data', None) over 8 devices: dim 0 over
+    data (4), dim 1 replicated``, ``fully replicated over 8 devices`` or ``abstract``."""
     if variable.is_abstract:
         return "abstract"
     sharding = variable._array.sharding
     devices = sharding.device_set
     if len(devices) > 1:
-        spec = sharding.spec if isinstance(sharding, NamedSharding) else type(sharding).__name__
-        return f"{spec} over {len(devices)} devices"
+        if not isinstance(sharding, NamedSharding):
+            return f"{type(sharding).__name__} over {len(devices)} devices"
+        spec = tuple(sharding.spec) + (None,) * (len(variable.shape) - len(sharding.spec))
+        if all(axes is None for axes in spec):
+            return f"fully replicated over {len(devices)} devices"
+        sizes = dict(sharding.mesh.shape)
+        dims = []
+        for dim, axes in enumerate(spec):
+            names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+            split = " x ".join(f"{name} ({sizes[name]})" for name in names)
+            dims.append(f"dim {dim} over {split}" if names else f"dim {dim} replicated")
+        return f"{sharding.spec} over {len(devices)} devices: {', '.join(dims)}"
     device = next(iter(devices))
     where = f"{device.platform}:{device.id}"
     return where if variable._array.committed else f"{where} (uncommitted)"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 variable``, ``2 variables``, ``1,024 values``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def size_in_bytes(count: int) -> str:
@@ -77,9 +94,17 @@ def totals(variables: Iterable[Variable]) -> str:
         mask = v.trainable
         trainable += v.size if mask is True else 0 if mask is False else int(np.sum(mask))
     return (
-        f"Total: {total:,} parameters, {size_in_bytes(nbytes)} ({trainable:,} trainable, "
-        f"{total - trainable:,} non-trainable)"
+        f"Total: {plural(total, 'parameter')}, {size_in_bytes(nbytes)} ({trainable:,} "
+        f"trainable, {total - trainable:,} non-trainable)"
     )
+
+
+def state_totals(variables: Iterable[Variable]) -> str:
+    """``State: 2,468 values, 9.6 KiB``: an optimiser's state is not parameters."""
+    variables = list(variables)
+    count = sum(v.size for v in variables)
+    nbytes = sum(v.size * v.dtype.itemsize for v in variables)
+    return f"State: {plural(count, 'value')}, {size_in_bytes(nbytes)}"
 
 
 def text_table(title: str, rows: list[tuple[int, tuple[str, ...]]], footer: str) -> list[str]:
@@ -93,40 +118,111 @@ def text_table(title: str, rows: list[tuple[int, tuple[str, ...]]], footer: str)
     return lines
 
 
+_CELL = "text-align:left;padding:0.15em 0.6em;white-space:nowrap;overflow:hidden"
+_RULE = "border-bottom:1px solid var(--jp-border-color2, rgba(128, 128, 128, 0.35))"
+_INDENT = 1.2  # em per level of the tree
+_MARKER = 1.8  # em: a summary's padding (0.6) and its disclosure triangle
+
+
 def html_table(title: str, rows: list[tuple[int, tuple[str, ...]]], footer: str) -> str:
-    """The same table as HTML, for notebooks."""
-    head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in COLUMNS)
-    body = "".join(
-        "<tr>"
-        + f"<td style='padding-left:{0.3 + 1.2 * depth:.1f}em'>{html.escape(row[0])}</td>"
-        + "".join(f"<td>{html.escape(c)}</td>" for c in row[1:])
-        + "</tr>"
-        for depth, row in rows
-    )
-    return (
-        f"<div><p><b>{html.escape(title)}</b></p>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        f"<p>{html.escape(footer)}</p></div>"
-    )
+    """The same table as HTML, for notebooks: every cell left-aligned and indented
+    by inline styles (which notebook stylesheets, right-aligning table cells, do not
+    override), submodules as ``<details>`` (the outer ones open), colours inherited
+    from the page (light or dark theme), and a total row."""
+    widths = [
+        max([len(c), *(len(row[i]) + 2 * depth for depth, row in rows)]) + 2
+        for i, c in enumerate(COLUMNS)
+    ]
+    columns = "".join(f"<col style='width:{w}ch'>" for w in widths)
+    table = f"<table style='table-layout:fixed;border-collapse:collapse;margin:0'>{columns}"
+
+    def cells(row: tuple[str, ...], depth: int, tag: str = "td", style: str = "") -> str:
+        # Past the disclosure triangle of a submodule's summary at the same depth.
+        first = f"{_CELL};padding-left:{_MARKER + _INDENT * depth:.1f}em;{style}"
+        rest = "".join(f"<{tag} style='{_CELL};{style}'>{html.escape(c)}</{tag}>" for c in row[1:])
+        return f"<tr><{tag} style='{first}'>{html.escape(row[0])}</{tag}>{rest}</tr>"
+
+    out = [f"<div style='color:inherit'><p><b>{html.escape(title)}</b></p>"]
+    out.append(f"{table}{cells(COLUMNS, 0, 'th', _RULE)}</table>")
+    open_depths: list[int] = []  # the <details> still open, by depth
+    variables: list[str] = []  # rows waiting for their table
+
+    def flush() -> None:
+        if variables:
+            out.append(table + "".join(variables) + "</table>")
+            variables.clear()
+
+    for depth, row in rows:
+        if row[2] == "":  # a submodule: its class and subtotal, a collapsible group
+            flush()
+            while open_depths and open_depths[-1] >= depth:
+                out.append("</details>")
+                open_depths.pop()
+            summary = f"{row[0]} · {row[1]} · {row[5]} params · {row[6]}"
+            pad = 0.6 + _INDENT * depth
+            out.append(
+                f"<details{' open' if depth == 0 else ''}>"
+                f"<summary style='{_CELL};padding-left:{pad:.1f}em;cursor:pointer'>"
+                f"{html.escape(summary)}</summary>"
+            )
+            open_depths.append(depth)
+        else:
+            if not open_depths or open_depths[-1] >= depth:  # back above an open group
+                flush()
+                while open_depths and open_depths[-1] >= depth:
+                    out.append("</details>")
+                    open_depths.pop()
+            variables.append(cells(row, depth))
+    flush()
+    out.extend("</details>" for _ in open_depths)
+    total = f"<tr><td style='{_CELL};border-top:1px solid var(--jp-border-color2, gray)' "
+    out.append(f"{table}{total}colspan='{len(COLUMNS)}'><b>{html.escape(footer)}</b></td></tr>")
+    out.append("</table></div>")
+    return "".join(out)
+
+
+_MAX_STATISTICS = 1 << 26  # elements: larger values are described, not reduced
 
 
 def value_preview(variable: Variable) -> str:
-    """A few values, or statistics of a larger value."""
+    """A few values, or statistics of a larger value (every float dtype, bfloat16 and
+    float16 included), computed where the value lives: a sharded array is reduced
+    shard by shard, never gathered onto one device."""
     if variable.is_abstract:
         return "no value (abstract)"
-    try:
-        value = np.asarray(variable._array)
-    except Exception:  # spread over other processes: no values here to show
+    array = variable._array
+    if not array.is_fully_addressable:
         return "values on other processes"
-    if value.size <= 16:
-        return np.array2string(value, separator=", ", threshold=16)
-    if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
-        return f"{value.size:,} values"
-    as_float = value.astype(np.float64)
-    return (
-        f"min {as_float.min():.4g}, mean {as_float.mean():.4g}, max {as_float.max():.4g}, "
-        f"std {as_float.std():.4g}"
-    )
+    if array.size <= 16:
+        return np.array2string(np.asarray(array), separator=", ", threshold=16)
+    if not jnp.issubdtype(array.dtype, jnp.floating) and not jnp.issubdtype(
+        array.dtype, jnp.integer
+    ):
+        return f"{array.size:,} values"
+    if array.size > _MAX_STATISTICS:
+        return f"{array.size:,} values (no statistics above {_MAX_STATISTICS:,} elements)"
+    stats = _statistics(array)
+    text = ", ".join(f"{k} {float(v):.4g}" for k, v in stats.items() if k not in ("nan", "inf"))
+    bad = {k: int(v) for k, v in stats.items() if k in ("nan", "inf") and int(v)}
+    names = {"nan": "NaN", "inf": "Inf"}
+    return text + "".join(f", {count:,} {names[k]}" for k, count in bad.items())
+
+
+def _statistics(array: Any) -> dict[str, Any]:
+    finite = jnp.isfinite(array) if jnp.issubdtype(array.dtype, jnp.floating) else None
+    values = array.astype(jnp.float32)
+    if finite is not None:
+        values = jnp.where(finite, values, jnp.nan)
+    out = {
+        "min": jnp.nanmin(values),
+        "mean": jnp.nanmean(values),
+        "max": jnp.nanmax(values),
+        "std": jnp.nanstd(values),
+    }
+    if finite is not None:
+        out["nan"] = jnp.sum(jnp.isnan(array))
+        out["inf"] = jnp.sum(jnp.isinf(array))
+    return out
 
 
 def variable_html(variable: Variable) -> str:

@@ -163,10 +163,11 @@ class Optimizer:
         rows = _display.named_rows(self.state_variables)
         title = (
             f"Optimizer '{self._scope}' ({_transformation_name(self._tx)}) over "
-            f"{len(self.variables)} variables ({_count(self.variables.values()):,} values), "
+            f"{_display.plural(len(self.variables), 'variable')} "
+            f"({_display.plural(_count(self.variables.values()), 'value')}), "
             f"iterations={_steps(self.iterations)}"
         )
-        return _display.html_table(title, rows, "State: " + _display.totals(self._state))
+        return _display.html_table(title, rows, _display.state_totals(self._state))
 
     @property
     def scope_name(self) -> str:

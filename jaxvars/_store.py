@@ -183,7 +183,7 @@ class Store(Mapping[str, "Variable"]):
         from . import _display  # it describes variables, which import this module
 
         items = self._items()
-        title = f"Store with {len(items)} variables"
+        title = f"Store with {_display.plural(len(items), 'variable')}"
         return _display.html_table(
             title, _display.named_rows(items), _display.totals(items.values())
         )
