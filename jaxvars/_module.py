@@ -182,6 +182,12 @@ class Module:
     def _repr_html_(self) -> str:
         return _display.html_table(*self._summary())
 
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        """For treescope (``pip install jaxvars[treescope]``): see ``_treescope``."""
+        from . import _treescope
+
+        return _treescope.module(self, path, subtree_renderer)
+
     def __repr__(self) -> str:
         count = sum(v.size for v in self.variables)
         return f"{type(self).__name__}(name={self.name!r}, parameters={count:,})"

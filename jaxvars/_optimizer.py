@@ -151,6 +151,12 @@ class Optimizer:
             )
         return adopt(full, variable)
 
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        """For treescope (``pip install jaxvars[treescope]``): see ``_treescope``."""
+        from . import _treescope
+
+        return _treescope.optimizer(self, path, subtree_renderer)
+
     def __repr__(self) -> str:
         return (
             f"<jaxvars.Optimizer '{self._scope}' ({_transformation_name(self._tx)}): "

@@ -176,6 +176,12 @@ class Store(Mapping[str, "Variable"]):
     def __len__(self) -> int:
         return len(self._variables)
 
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        """For treescope (``pip install jaxvars[treescope]``): see ``_treescope``."""
+        from . import _treescope
+
+        return _treescope.store(self, path, subtree_renderer)
+
     def __repr__(self) -> str:
         return f"<jaxvars.Store with {len(self)} variables: {list(self._variables)}>"
 

@@ -427,6 +427,12 @@ class Variable(ArrayOperators, SparseUpdates):
 
     # -- Python protocol ---------------------------------------------------------
 
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        """For treescope (``pip install jaxvars[treescope]``): see ``_treescope``."""
+        from . import _treescope
+
+        return _treescope.variable(self, path, subtree_renderer)
+
     def __repr__(self) -> str:
         if isinstance(self._trainable, bool):
             trainable = str(self._trainable)

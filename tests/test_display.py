@@ -91,8 +91,15 @@ def browser():
 
 
 def _open(browser, theme):
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.set_content(PAGE.format(html=Net()._repr_html_(), **THEMES[theme]))
+    """The page: a nested Module, its Optimizer and a Store, as three outputs."""
+    net = Net()
+    opt = jv.Optimizer(optax.adam(0.1), net)
+    store = jv.Store()
+    with store:
+        jv.get_variable("step", [], dtype=jnp.int32, initializer=jnp.zeros)
+    outputs = (net._repr_html_(), opt._repr_html_(), store._repr_html_())
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.set_content(PAGE.format(html="<hr>".join(outputs), **THEMES[theme]))
     return page
 
 
@@ -116,7 +123,11 @@ def test_the_tree_is_indented_left_aligned_and_collapsible(browser):
     assert row.is_visible()
     deep.click()
     assert not row.is_visible()
-    assert page.locator("td", has_text="Total: 90 parameters").is_visible()
+    assert page.locator("td", has_text="Total: 90 parameters").first.is_visible()
+    assert page.locator(
+        "b", has_text="Optimizer 'optimizer' (optax.chain) over 5 variables"
+    ).is_visible()
+    assert page.locator("b", has_text="Store with 1 variable").is_visible()
     page.close()
 
 
