@@ -129,11 +129,12 @@ def html_table(title: str, rows: list[tuple[int, tuple[str, ...]]], footer: str)
     by inline styles (which notebook stylesheets, right-aligning table cells, do not
     override), submodules as ``<details>`` (the outer ones open), colours inherited
     from the page (light or dark theme), and a total row."""
-    widths = [
-        max([len(c), *(len(row[i]) + 2 * depth for depth, row in rows)]) + 2
-        for i, c in enumerate(COLUMNS)
-    ]
-    columns = "".join(f"<col style='width:{w}ch'>" for w in widths)
+    widths = [max([len(c), *(len(row[i]) for _, row in rows)]) + 2 for i, c in enumerate(COLUMNS)]
+    # The first column holds the indent too, in em as the padding is: one width for
+    # every table of the tree, so their columns line up.
+    indent = _MARKER + _INDENT * max((depth for depth, _ in rows), default=0)
+    columns = f"<col style='width:calc({widths[0]}ch + {indent:.1f}em)'>"
+    columns += "".join(f"<col style='width:{w}ch'>" for w in widths[1:])
     table = f"<table style='table-layout:fixed;border-collapse:collapse;margin:0'>{columns}"
 
     def cells(row: tuple[str, ...], depth: int, tag: str = "td", style: str = "") -> str:
@@ -158,7 +159,8 @@ def html_table(title: str, rows: list[tuple[int, tuple[str, ...]]], footer: str)
             while open_depths and open_depths[-1] >= depth:
                 out.append("</details>")
                 open_depths.pop()
-            summary = f"{row[0]} · {row[1]} · {row[5]} params · {row[6]}"
+            count = int(row[5].replace(",", ""))
+            summary = f"{row[0]} · {row[1]} · {plural(count, 'param')} · {row[6]}"
             pad = 0.6 + _INDENT * depth
             out.append(
                 f"<details{' open' if depth == 0 else ''}>"
@@ -232,16 +234,16 @@ def variable_html(variable: Variable) -> str:
         "dtype": str(variable.dtype),
         "trainable": trainable_label(variable),
         "placement": placement(variable),
-        "size": f"{variable.size:,} values, {nbytes}",
+        "size": f"{plural(variable.size, 'value')}, {nbytes}",
         "value": value_preview(variable),
     }
     rows = "".join(
-        f"<tr><th style='text-align:left'>{k}</th>"
-        f"<td><pre style='margin:0'>{html.escape(v)}</pre></td></tr>"
+        f"<tr><th style='{_CELL}'>{k}</th>"
+        f"<td style='{_CELL}'><pre style='margin:0'>{html.escape(v)}</pre></td></tr>"
         for k, v in facts.items()
     )
     title = html.escape(f"Variable '{variable.name}'")
-    return f"<div><p><b>{title}</b></p><table>{rows}</table></div>"
+    return f"<div><p><b>{title}</b></p><table style='margin:0'>{rows}</table></div>"
 
 
 def named_rows(named: dict[str, Any]) -> list[tuple[int, tuple[str, ...]]]:

@@ -160,8 +160,10 @@ class Optimizer:
     def __repr__(self) -> str:
         return (
             f"<jaxvars.Optimizer '{self._scope}' ({_transformation_name(self._tx)}): "
-            f"{len(self.variables)} variables ({_count(self.variables.values()):,} values), "
-            f"{len(self._state)} state variables ({_count(self._state):,} values), "
+            f"{_display.plural(len(self.variables), 'variable')} "
+            f"({_display.plural(_count(self.variables.values()), 'value')}), "
+            f"{_display.plural(len(self._state), 'state variable')} "
+            f"({_display.plural(_count(self._state), 'value')}), "
             f"iterations={_steps(self.iterations)}>"
         )
 

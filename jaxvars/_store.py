@@ -183,7 +183,10 @@ class Store(Mapping[str, "Variable"]):
         return _treescope.store(self, path, subtree_renderer)
 
     def __repr__(self) -> str:
-        return f"<jaxvars.Store with {len(self)} variables: {list(self._variables)}>"
+        from . import _display
+
+        count = _display.plural(len(self), "variable")
+        return f"<jaxvars.Store with {count}: {list(self._variables)}>"
 
     def _repr_html_(self) -> str:
         from . import _display  # it describes variables, which import this module
