@@ -7,7 +7,7 @@ import inspect
 import re
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import jax
 import numpy as np
@@ -178,6 +178,33 @@ class Module:
             rows.append(_display.variable_row(path, variable, len(enclosing)))
         title = f"{type(self).__name__} '{self.name}'"
         return title, rows, _display.totals(v for _, v in variables)
+
+    def stateless_call(self, state: Any, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """Keras's ``stateless_call``: call the module on ``state`` (its values by path,
+        as ``jv.functional(module, variables=module)`` gives them) instead of its
+        variables; returns ``(output, new_state)`` and changes no variable. Code
+        written for Keras's JAX backend, threading state through ``jax.jit`` and
+        ``jax.grad``, ports line for line; ``jv.assign_state(new_state, module)``
+        writes a state back.
+
+        Example:
+            >>> import jax, jax.numpy as jnp, jaxvars as jv
+            >>> class Scale(jv.Module):
+            ...     def __init__(self):
+            ...         super().__init__()
+            ...         self.k = jv.Variable(2.0, name="k")
+            ...     def __call__(self, x):
+            ...         return x * self.k
+            >>> layer = Scale()
+            >>> state = {"k": jnp.float32(3.0)}
+            >>> out, new_state = jax.jit(layer.stateless_call)(state, jnp.ones(2))
+            >>> out.tolist(), float(layer.k.value)
+            ([3.0, 3.0], 2.0)
+        """
+        from ._functional import pure_form  # it builds on checkpoints, which need Module
+
+        pure, _ = pure_form(cast(Callable[..., Any], self), args, kwargs, self)  # a subclass calls
+        return pure(state, *args, **kwargs)
 
     def _repr_html_(self) -> str:
         return _display.html_table(*self._summary())

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from . import _trace
+from ._errors import JaxvarsValueError
+from ._operators import unwrap
 from ._variable import Variable
 
 _state: list[Variable] = []
@@ -128,6 +130,50 @@ def uniform(
         True
     """
     return jax.random.uniform(next_key(), _shape(shape), dtype, minval, maxval)
+
+
+def bernoulli(p: Any = 0.5, shape: tuple[int, ...] | int = ()) -> jax.Array:
+    """Booleans, each True with probability ``p`` (``jax.random.bernoulli``), from the
+    stream: eagerly, in ``jv.jit``, per lane under ``jv.vmap``, and the same draw when
+    ``jv.remat`` recomputes it.
+
+    Example:
+        >>> import jaxvars as jv
+        >>> jv.random.bernoulli(0.5, (2, 3)).dtype
+        dtype('bool')
+    """
+    return jax.random.bernoulli(next_key(), unwrap(p), _shape(shape))
+
+
+def dropout(x: Any, rate: Any, *, deterministic: bool = False) -> jax.Array:
+    """``x`` with each element zeroed with probability ``rate`` and the rest scaled by
+    ``1 / (1 - rate)`` (``tf.nn.dropout``, ``nnx.Dropout``), its mask drawn from the
+    stream (see ``bernoulli``); ``x`` itself when ``deterministic`` or ``rate`` is 0.
+
+    Raises:
+        ValueError: a ``rate`` outside ``[0, 1)``.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxvars as jv
+        >>> kept = jv.random.dropout(jnp.ones(1000), 0.5)
+        >>> sorted(set(kept.tolist()))
+        [0.0, 2.0]
+        >>> jv.random.dropout(jnp.ones(3), 0.5, deterministic=True).tolist()
+        [1.0, 1.0, 1.0]
+    """
+    x = jnp.asarray(unwrap(x))
+    if isinstance(rate, (int, float)):
+        if not 0 <= rate < 1:
+            raise JaxvarsValueError(
+                f"jv.random.dropout: rate is the probability of dropping an element, in "
+                f"[0, 1); got {rate}."
+            )
+        if rate == 0:
+            return x
+    if deterministic:
+        return x
+    keep = bernoulli(1 - unwrap(rate), x.shape)
+    return jnp.where(keep, x / (1 - unwrap(rate)), jnp.zeros((), x.dtype))
 
 
 def _shape(shape: tuple[int, ...] | int) -> tuple[int, ...]:

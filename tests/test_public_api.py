@@ -72,7 +72,9 @@ def test_every_public_name_has_a_docstring():
 
 
 def test_random_module_surface():
-    assert set(jv.random.__all__) == {"key_variable", "set_seed", "next_key", "normal", "uniform"}
+    expected = {"key_variable", "set_seed", "next_key", "normal", "uniform"}
+    expected |= {"bernoulli", "dropout"}  # what NNX and Keras users reach for (issue 23)
+    assert set(jv.random.__all__) == expected
 
 
 def test_every_deliberate_error_is_also_a_value_or_type_error():
