@@ -40,3 +40,24 @@ def train(x, y, rules=None, mesh=None, steps=5):
             for path, v in model.named_variables().items()
         }
     return np.array(losses), variables
+
+
+def adam_on_state(loss, state, steps, learning_rate=1e-2):
+    """Train a pure state dict with raw ``jax.jit`` + ``optax.adam``, as code written
+    for pure JAX does; returns the final state and the losses."""
+    import jax
+    import optax
+
+    tx = optax.adam(learning_rate)
+
+    @jax.jit
+    def step(state, opt_state):
+        value, grads = jax.value_and_grad(loss)(state)
+        updates, opt_state = tx.update(grads, opt_state, state)
+        return optax.apply_updates(state, updates), opt_state, value
+
+    opt_state, losses = tx.init(state), []
+    for _ in range(steps):
+        state, opt_state, value = step(state, opt_state)
+        losses.append(float(value))
+    return state, losses

@@ -8,6 +8,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxvars as jv
+from tests._training import adam_on_state
 from tests.models import MLP, Dense
 
 
@@ -218,22 +219,7 @@ def test_functional_round_trip_trains_inside_jax_jit():
     x = jnp.linspace(-1, 1, 12).reshape(4, 3)
     y = jnp.sum(x, axis=1, keepdims=True)
     pure, state = jv.functional(model, x)
-    tx = optax.adam(1e-2)
-
-    @jax.jit
-    def step(state, opt_state):
-        def loss(state):
-            return jnp.mean((pure(state, x)[0] - y) ** 2)
-
-        value, grads = jax.value_and_grad(loss)(state)
-        updates, opt_state = tx.update(grads, opt_state, state)
-        return optax.apply_updates(state, updates), opt_state, value
-
-    opt_state = tx.init(state)
-    losses = []
-    for _ in range(30):
-        state, opt_state, value = step(state, opt_state)
-        losses.append(float(value))
+    state, losses = adam_on_state(lambda s: jnp.mean((pure(s, x)[0] - y) ** 2), state, 30)
     assert losses[-1] < losses[0] / 2
     jv.assign_state(state, model)
     np.testing.assert_allclose(jnp.mean((model(x) - y) ** 2), losses[-1], rtol=0.2)

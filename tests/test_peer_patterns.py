@@ -1,13 +1,12 @@
 """What Flax NNX, Keras and Equinox users reach for first (the porting guide's peer
 table): dropout and Bernoulli draws from the stream, and Keras's stateless_call."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import jaxvars as jv
+from tests._training import adam_on_state
 from tests.models import MLP
 
 
@@ -62,23 +61,12 @@ def test_stateless_call_ports_a_keras_jax_training_step():
     y = jnp.sum(x, axis=1, keepdims=True)
     _, state = jv.functional(model, x, variables=model)
     before = [np.asarray(v.value) for v in model.variables]
-    tx = optax.adam(1e-2)
 
-    @jax.jit
-    def train_step(state, opt_state):
-        def loss(state):
-            out, _ = model.stateless_call(state, x)
-            return jnp.mean((out - y) ** 2)
+    def loss(state):
+        out, _ = model.stateless_call(state, x)
+        return jnp.mean((out - y) ** 2)
 
-        value, grads = jax.value_and_grad(loss)(state)
-        updates, opt_state = tx.update(grads, opt_state, state)
-        return optax.apply_updates(state, updates), opt_state, value
-
-    opt_state = tx.init(state)
-    losses = []
-    for _ in range(20):
-        state, opt_state, value = train_step(state, opt_state)
-        losses.append(float(value))
+    state, losses = adam_on_state(loss, state, 20)
     assert losses[-1] < losses[0]
     for old, v in zip(before, model.variables, strict=True):
         np.testing.assert_array_equal(old, v.value)  # never changed by stateless_call
