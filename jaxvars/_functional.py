@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from . import _lift, _trace
-from ._checkpoint import checkpoint_keys
+from ._checkpoint import checkpoint_keys, listed
 from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
 from ._module import Module
 from ._store import mismatches
@@ -141,13 +141,12 @@ def assign_state(state: Mapping[str, Any], variables: Any) -> None:
         raise JaxvarsTypeError(f"jv.assign_state: state is a dict of values, got {type(state)}.")
     keyed = checkpoint_keys(variables)
     named = {key: keyed[key] for key in state if key in keyed}
-    found = {key: (np.shape(value), _dtype(value)) for key, value in state.items()}
-    problems = mismatches(named, found, strict=True, source="state")
+    problems = _state_problems(named, state)
     if problems:
         raise JaxvarsValueError(
             "jv.assign_state: nothing was assigned, because:\n  "
             + "\n  ".join(problems)
-            + f"\nThe variables' keys are: {_listed(keyed)}."
+            + f"\nThe variables' keys are: {listed(keyed)}."
         )
     with _trace.STATE_LOCK:
         for key, variable in named.items():
@@ -189,14 +188,20 @@ def _values(name: str, state: Any, keyed: dict[str, Variable]) -> list[Any]:
         raise JaxvarsTypeError(
             f"jv.functional({name}): pure's first argument is the state dict, got {type(state)}."
         )
-    found = {key: (np.shape(value), _dtype(value)) for key, value in state.items()}
-    problems = mismatches(keyed, found, strict=True, source="state")
+    problems = _state_problems(keyed, state)
     if problems:
         raise JaxvarsValueError(
             f"jv.functional({name}): the state does not fit the function's variables:\n  "
             + "\n  ".join(problems)
         )
     return [state[key] for key in keyed]
+
+
+def _state_problems(variables: Mapping[str, Variable], state: Mapping[str, Any]) -> list[str]:
+    """Keys of ``state`` that name none of ``variables``, those it lacks, and every
+    shape or dtype that differs (as a checkpoint's are checked)."""
+    found = {key: (np.shape(value), _dtype(value)) for key, value in state.items()}
+    return mismatches(variables, found, strict=True, source="state")
 
 
 def _refuse_outside(name: str, frame: _trace.Frame) -> None:
@@ -221,9 +226,3 @@ def _dtype(value: Any) -> np.dtype:
 
 def _fn_name(fn: Any) -> str:
     return getattr(fn, "__qualname__", type(fn).__name__)
-
-
-def _listed(keyed: Mapping[str, Any], most: int = 8) -> str:
-    keys = list(keyed)
-    shown = ", ".join(repr(k) for k in keys[:most])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > most else "")

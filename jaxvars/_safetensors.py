@@ -208,7 +208,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = 64) -> np.ndarray:
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = 64) -> np.ndarray:
     """An uninitialised array whose data is ``align``-byte aligned (XLA's CPU alignment)."""
     size = math.prod(shape) * dtype.itemsize
     raw = np.empty(size + align, np.uint8)
@@ -272,7 +272,7 @@ class SafetensorsFile:
                     problems.append(unsupported(key, entry["unsupported"]))
                     continue
                 begin, end = entry["data_offsets"]
-                array = _aligned_empty(tuple(entry["shape"]), DTYPES[entry["dtype"]])
+                array = aligned_empty(tuple(entry["shape"]), DTYPES[entry["dtype"]])
                 f.seek(self.header.data_start + begin)
                 if f.readinto(as_bytes(array)) != end - begin:
                     problems.append(f"{key!r}: the file ends inside its data (truncated)")

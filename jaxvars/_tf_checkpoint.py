@@ -27,6 +27,7 @@ import numpy as np
 
 from ._crc32c import crc32c, masked
 from ._errors import Unreadable
+from ._safetensors import aligned_empty
 from ._tf_format import Damaged, fields, signed, slice_key, table_items, varint
 
 OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -228,7 +229,7 @@ class TFCheckpoint:
         try:
             with open(shard, "rb") as f:
                 f.seek(entry.offset)
-                data = _aligned(entry.size)
+                data = aligned_empty((entry.size,), np.dtype(np.uint8))
                 read = f.readinto(data)  # pyright: ignore[reportArgumentType]  # a buffer
         except FileNotFoundError:
             raise Unreadable(f"its data shard {os.path.basename(shard)!r} is missing") from None
@@ -336,10 +337,3 @@ def _strings(raw: bytes, shape: tuple[int, ...]) -> tuple[np.ndarray | None, byt
     if pos != len(raw):
         return None, b""
     return out.reshape(shape), covered + raw[pos - sum(lengths) :]
-
-
-def _aligned(size: int, align: int = 64) -> np.ndarray:
-    """An uninitialised byte buffer, ``align``-byte aligned (XLA's CPU alignment)."""
-    raw = np.empty(size + align, np.uint8)
-    start = -raw.ctypes.data % align
-    return raw[start : start + size]
