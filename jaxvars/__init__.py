@@ -38,12 +38,12 @@ from ._scope import AUTO_REUSE as AUTO_REUSE
 from ._scope import VariableScope as VariableScope
 from ._scope import get_variable as get_variable
 from ._scope import get_variable_scope as get_variable_scope
-from ._scope import make_template as make_template
 from ._scope import variable_scope as variable_scope
 from ._store import GraphKeys as GraphKeys
 from ._store import Store as Store
 from ._store import default_store as default_store
 from ._store import reset_default_store as reset_default_store
+from ._template import make_template as make_template
 from ._tf_checkpoint import latest_checkpoint as latest_checkpoint
 from ._transforms import fori_loop as fori_loop
 from ._transforms import grad as grad

@@ -85,7 +85,8 @@ def save(path: str | os.PathLike[str], target: Any, *, durable: bool = False) ->
         >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.safetensors")
         >>> jv.save(path, [v])
         >>> _ = v.assign([0.0, 0.0])
-        >>> jv.restore(path, [v])
+        >>> jv.restore(path, [v]).assert_consumed().unconsumed
+        []
         >>> v.numpy()
         array([1., 2.], dtype=float32)
     """

@@ -85,6 +85,31 @@ def variable_row(path: str, variable: Variable, depth: int = 0) -> tuple[int, tu
     return depth, cells
 
 
+def module_summary(
+    module: Any, variables: list[tuple[str, Variable]], modules: list[tuple[str, Any]]
+) -> tuple[str, list[tuple[int, tuple[str, ...]]], str]:
+    """A Module's title, tree rows (each submodule before its first variable, with its
+    subtotal) and totals, from its walk's ``(path, variable)`` and ``(path, module)``."""
+    owner = dict(modules)
+    rows: list[tuple[int, tuple[str, ...]]] = []
+    shown: set[str] = set()
+    for path, variable in variables:
+        parts = path.split("/")
+        # The submodules enclosing the variable, outermost first.
+        enclosing = [p for p in ("/".join(parts[:i]) for i in range(1, len(parts))) if p in owner]
+        for depth, prefix in enumerate(enclosing):  # each once, before its first variable
+            if prefix not in shown:
+                shown.add(prefix)
+                inner = owner[prefix].variables
+                count = sum(v.size for v in inner)
+                nbytes = sum(v.size * v.dtype.itemsize for v in inner)
+                cells = (prefix, type(owner[prefix]).__name__, "", "", "", f"{count:,}")
+                rows.append((depth, (*cells, size_in_bytes(nbytes))))
+        rows.append(variable_row(path, variable, len(enclosing)))
+    title = f"{type(module).__name__} '{module.name}'"
+    return title, rows, totals(v for _, v in variables)
+
+
 def totals(variables: Iterable[Variable]) -> str:
     """``Total: 1,234 parameters, 4.8 KiB (1,000 trainable, 234 non-trainable)``."""
     total = trainable = nbytes = 0

@@ -27,6 +27,7 @@ from ._explain import with_path
 from ._jit_key import is_object
 from ._module import Module
 from ._operators import unwrap
+from ._scanned import per_step, split_state
 from ._variable import Variable
 
 _current_frame = _trace.current.get
@@ -237,7 +238,11 @@ def scan(
     Variables, Modules (all their variables) or strings (a regular expression
     searched in a variable's full name), and whose values are an axis.
     Iteration ``i`` sees slice ``i`` along that axis and its assignments write
-    slice ``i``: scan over layers, one layer's code for stacked weights.
+    slice ``i``: scan over layers, one layer's code for stacked weights. A
+    Module or Variable among ``xs`` (a stacked Module, as ``jv.vmap`` over a
+    constructor makes) is scanned along axis 0 the same way: each step's ``x``
+    holds it, its variables seen as that step's slices (NNX's
+    ``nnx.scan(f, in_axes=(nnx.Carry, 0))(x, self.blocks)``).
 
     Returns:
         ``(carry, ys)`` as ``jax.lax.scan`` returns and types them: the final
@@ -253,12 +258,14 @@ def scan(
         6.0
     """
     per_iteration = axes_of(variable_axes, "jv.scan")
-
-    size = _length(length, xs)
+    given, (xs, held, step_x) = xs, split_state(xs)
+    body_fn = f if step_x is None else lambda carry, x: f(carry, step_x(x))
+    per_iteration = per_step(per_iteration, held) if held else per_iteration
+    size = _length(length, xs) if length is not None or not held else held[0].shape[0]
     lifting = _lift.Lifting(
         "jv.scan body",
         [f],
-        [init, xs],
+        [init, given],
         split=lambda v: axis_of(per_iteration, v) is not None,
         # A variable it cannot split is no guess (one it reads is missed, then refused).
         fits=lambda v, value: (
@@ -273,7 +280,7 @@ def scan(
         stacked = [v for v in variables if axis_of(per_iteration, v) is not None]
         axes = [cast(int, axis_of(per_iteration, v)) for v in stacked]
         check_splits("jv.scan", stacked, lifting.inputs(stacked), axes, size)
-        body = lifting.pure(f, [*shared, *stacked], mark=False)
+        body = lifting.pure(body_fn, [*shared, *stacked], mark=False)
         n = len(shared)
 
         def step(carry: Any, sliced: Any) -> Any:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import re
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, Self, cast
+from typing import Any, ClassVar, Literal, Self, cast
 
 import jax
 import numpy as np
 
-from . import _display, _trace
+from . import _deferred, _display, _losses, _module_settings, _trace
 from ._errors import JaxvarsValueError
 from ._scope import AUTO_REUSE, VariableScope, get_variable_scope, variable_scope
 from ._store import active_store
@@ -51,6 +52,8 @@ class Module:
 
     _module_name: str
     _module_scope: VariableScope
+    # The attributes eval() and train() set, with their value in eval mode.
+    mode_attributes: ClassVar[dict[str, bool]] = _module_settings.EVAL_VALUES
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -78,12 +81,18 @@ class Module:
         self._module_scope = VariableScope(full)
 
     def __setattr__(self, attr: str, value: Any) -> None:
+        if isinstance(getattr(type(self), attr, None), property):  # Module.trainable
+            return object.__setattr__(self, attr, value)
         old = self.__dict__.get(attr, _UNSET)
         if not _same(old, value):
             # Compiled code that used the module assumed every attribute it read
             # (a `deterministic` flag, a rate, a submodule): it is stale now.
             _changed(self, old, attr, value)
         object.__setattr__(self, attr, _tracked(value, weakref.ref(self), attr))
+        if (
+            _deferred._waiting and next(_state_objects(value), None) is not None
+        ):  # a restore waits for them
+            _deferred.created_under(self)
 
     def __delattr__(self, attr: str) -> None:
         _changed(self, self.__dict__.get(attr), attr, "deleted")
@@ -127,6 +136,95 @@ class Module:
         return tuple(v for v in self.variables if v.trainable is not False)
 
     @property
+    def trainable(self) -> bool | Literal["mixed"]:
+        """Whether the module trains (Keras's ``layer.trainable``): True if every
+        variable below it is trainable in full, False if none is, else ``"mixed"``
+        (masks, or statistics such as BatchNorm's running averages, count as mixed).
+
+        Setting False freezes every variable below it: ``jv.grad`` gives them zero
+        gradients, optimisers stop updating them (and drop their state at the next
+        update), ``summary()`` shows them frozen. Setting True gives each variable
+        back the setting it had before a Module froze it: its mask, or False for
+        statistics that never train; one whose ``trainable`` was set directly since
+        the freeze keeps that setting, and variables no Module froze keep theirs.
+
+        Example:
+            >>> import jaxvars as jv
+            >>> class Net(jv.Module):
+            ...     def __init__(self):
+            ...         super().__init__()
+            ...         self.w = jv.Variable([1.0, 2.0], name="w", trainable=[True, False])
+            ...         self.b = jv.Variable(0.0, name="b")
+            >>> net = Net()
+            >>> net.trainable = False
+            >>> net.trainable, net.w.trainable
+            (False, False)
+            >>> net.trainable = True
+            >>> net.trainable, net.w.trainable.tolist(), net.b.trainable
+            ('mixed', [True, False], True)
+        """
+        return _module_settings.trainable_of(self)
+
+    @trainable.setter
+    def trainable(self, trainable: bool) -> None:
+        _module_settings.set_trainable(self, trainable)
+
+    def add_loss(self, loss: Any) -> None:
+        """Add a scalar loss during a call (Keras's ``add_loss``, activity
+        regularisation); ``losses`` returns it until the next top-level call.
+
+        Works eagerly and under ``jv.jit``, ``jv.grad`` and the lifted transforms:
+        the loss comes out of them as a value (inside ``jv.grad`` it is
+        differentiable), and a cached ``jv.jit`` step leaves its own losses.
+
+        Example:
+            >>> import jax.numpy as jnp, jaxvars as jv
+            >>> class Act(jv.Module):
+            ...     def __call__(self, x):
+            ...         self.add_loss(0.1 * jnp.sum(x**2))
+            ...         return x
+            >>> layer = Act()
+            >>> _ = jv.jit(layer)(jnp.ones(3))
+            >>> [round(float(loss), 3) for loss in layer.losses]
+            [0.3]
+        """
+        _losses.add_loss(self, loss)
+
+    @property
+    def losses(self) -> list[jax.Array]:
+        """Keras's ``model.losses``: the losses this module and its submodules added
+        in their latest top-level call, then each regularised variable's
+        ``regularizer(value)``. ``jv.regularization_loss(module)`` is their sum."""
+        from ._regularization import regularization_losses  # it builds on Module
+
+        return regularization_losses(self)
+
+    def eval(self) -> Self:
+        """Evaluation mode (NNX's ``model.eval()``, Equinox's ``inference_mode``): set
+        ``deterministic``, ``use_running_average`` and ``inference`` to True on this
+        module and every submodule that has the attribute (or, for a class, those its
+        ``mode_attributes`` names, ``{attribute: value in eval mode}``). A ``jv.jit``
+        function that used the module retraces once, then runs the eval code.
+
+        Example:
+            >>> import jaxvars as jv
+            >>> class Dropout(jv.Module):
+            ...     def __init__(self):
+            ...         super().__init__()
+            ...         self.deterministic = False
+            >>> layer = Dropout()
+            >>> layer.eval().deterministic, layer.train().deterministic
+            (True, False)
+        """
+        _module_settings.set_mode(self, evaluating=True)
+        return self
+
+    def train(self) -> Self:
+        """Training mode: the opposite of ``eval()`` (``deterministic=False``, ...)."""
+        _module_settings.set_mode(self, evaluating=False)
+        return self
+
+    @property
     def submodules(self) -> tuple[Module, ...]:
         """Every module inside this one (not itself), pre-order, depth first."""
         return tuple(module for _, module in _walk(self, set(), set())[1])
@@ -157,27 +255,7 @@ class Module:
             print_fn(line)
 
     def _summary(self) -> tuple[str, list[tuple[int, tuple[str, ...]]], str]:
-        variables, modules = _walk(self, set(), set())
-        owner = {path: module for path, module in modules}
-        rows: list[tuple[int, tuple[str, ...]]] = []
-        shown: set[str] = set()
-        for path, variable in variables:
-            parts = path.split("/")
-            # The submodules enclosing the variable, outermost first.
-            enclosing = [
-                p for p in ("/".join(parts[:i]) for i in range(1, len(parts))) if p in owner
-            ]
-            for depth, prefix in enumerate(enclosing):  # each once, before its first variable
-                if prefix not in shown:
-                    shown.add(prefix)
-                    inner = owner[prefix].variables
-                    count = sum(v.size for v in inner)
-                    nbytes = sum(v.size * v.dtype.itemsize for v in inner)
-                    cells = (prefix, type(owner[prefix]).__name__, "", "", "", f"{count:,}")
-                    rows.append((depth, (*cells, _display.size_in_bytes(nbytes))))
-            rows.append(_display.variable_row(path, variable, len(enclosing)))
-        title = f"{type(self).__name__} '{self.name}'"
-        return title, rows, _display.totals(v for _, v in variables)
+        return _display.module_summary(self, *_walk(self, set(), set()))
 
     def stateless_call(self, state: Any, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         """Keras's ``stateless_call``: call the module on ``state`` (its values by path,
@@ -221,16 +299,24 @@ class Module:
 
 
 def _in_module_scope(method: Callable[..., Any]) -> Callable[..., Any]:
+    # A top-level __call__ starts a new collection of added losses.
+    calls = _losses.call_of if method.__name__ == "__call__" else _no_losses
+
     @functools.wraps(method)
     def scoped(self: Module, *args: Any, **kwargs: Any) -> Any:
         scope = self.__dict__.get("_module_scope")
         if scope is None:  # a method called before the module was named
             return method(self, *args, **kwargs)
         _trace.note_used(self)  # compiled code that runs it depends on its structure
-        with variable_scope(scope, reuse=AUTO_REUSE):
+        with variable_scope(scope, reuse=AUTO_REUSE), calls(self):
             return method(self, *args, **kwargs)
 
     return scoped
+
+
+@contextlib.contextmanager
+def _no_losses(module: Module) -> Iterator[None]:
+    yield
 
 
 def attribute_path(variable: Variable) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -15,6 +16,7 @@ from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
 from ._module import Module
 from ._named import adopt
 from ._scope import get_variable_scope
+from ._selection import check_selects, selector
 from ._store import active_store
 from ._transforms import masked_gradient, value_and_grad
 from ._variable import Variable
@@ -47,6 +49,16 @@ class Optimizer:
         target: A Module (all its variables; gradients come for its
             ``trainable_variables``), a Variable, or a list/tuple/dict of them.
         name: The scope name of the state variables (made unique in the store).
+        wrt: Which of the target's variables to update (``nnx.Optimizer``'s
+            ``wrt``): ``"trainable"`` (the default: all that train), a regular
+            expression matched from the start (``re.match``, as TF's
+            collections) against each variable's key in the target or its
+            full name (``"encoder/"``), a predicate taking a Variable and
+            returning True or False, or a list of Modules and Variables of
+            the target. Of what it selects, only variables that train (see
+            above) get state and updates; it is asked again at each update,
+            so layers built later and ``trainable`` set since are followed. It
+            is fixed when the optimiser is made.
 
     Attributes:
         iterations: A non-trainable int32 variable counting applied steps.
@@ -67,9 +79,21 @@ class Optimizer:
         ...     adam = jv.Optimizer(optax.adam(0.1), {"w": w, "steps": steps})
         >>> sorted(adam.checkpoint_variables())
         ['0/count', '0/mu/w', '0/nu/w', 'iterations']
+        >>> b = jv.Variable([0.0], name="b")
+        >>> with jv.Store():
+        ...     head = jv.Optimizer(optax.adam(0.1), {"w": w, "b": b}, wrt=[b])
+        >>> list(head.trainable_variables)
+        ['b']
     """
 
-    def __init__(self, tx: optax.GradientTransformation, target: Any, *, name: str = "optimizer"):
+    def __init__(
+        self,
+        tx: optax.GradientTransformation,
+        target: Any,
+        *,
+        name: str = "optimizer",
+        wrt: Any = "trainable",
+    ):
         if not isinstance(tx, optax.GradientTransformation):
             raise JaxvarsTypeError(
                 f"Optimizer needs an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
@@ -78,6 +102,9 @@ class Optimizer:
         self._tx = tx
         self._target = target
         self.variables: dict[str, Variable] = _keyed_variables(target)
+        self._select = selector(wrt)
+        check_selects(wrt, self.variables)
+        self._wrt = wrt
         _naming.check_name(name, "optimizer")
         parent = get_variable_scope().name
         self._scope = active_store()._unique_name(f"{parent}/{name}" if parent else name)
@@ -91,9 +118,13 @@ class Optimizer:
 
     def _build_state(self) -> None:
         """Make the state for the variables that train, keeping the state in use."""
-        self._trained = trained = _trained(self.variables)
-        with _trace.outside():
-            if any(v.is_abstract for v in trained.values()):
+        self._trained = trained = self._select(self.variables)
+        abstract = any(v.is_abstract for v in trained.values())
+        # Parameters a jv.jit trace is creating (a model built in its first step):
+        # their state is computed in that trace too, from their traced values.
+        creating = abstract and not _trace.abstract.get() and _trace.current.get() is not None
+        with contextlib.nullcontext() if creating else _trace.outside():
+            if abstract and not creating:
                 # Abstract parameters (jv.eval_shape): abstract state, nothing computed.
                 shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in trained.items()}
                 state = jax.eval_shape(self._tx.init, shapes)
@@ -120,7 +151,7 @@ class Optimizer:
         for variable in self.variables.values():
             # Compiled steps read the settings here: changing one must retrace them.
             _trace.note_used(variable)
-        if _trained(self.variables).keys() != self._trained.keys():
+        if self._select(self.variables).keys() != self._trained.keys():
             self._build_state()
 
     def _follow(self) -> None:
@@ -183,6 +214,25 @@ class Optimizer:
         return self._scope
 
     @property
+    def wrt(self) -> Any:
+        """What the optimiser was asked to update (``"trainable"`` unless given)."""
+        return self._wrt
+
+    @wrt.setter
+    def wrt(self, value: Any) -> None:
+        raise JaxvarsValueError(
+            "Optimizer.wrt is fixed when the optimiser is made: its state was built for what "
+            "wrt selects. Make a new jv.Optimizer(tx, target, wrt=...) (its state starts anew)."
+        )
+
+    @property
+    def trainable_variables(self) -> dict[str, Variable]:
+        """The variables updated here, ``{key: Variable}``: those ``wrt`` selects that
+        train, as of now (layers built and ``trainable`` set since are counted)."""
+        self._follow()
+        return self._select(self.variables)
+
+    @property
     def state_variables(self) -> dict[str, Variable]:
         """The optimiser's own variables, ``{full name: Variable}``."""
         return {v.name: v for v in (*self._state, self.iterations)}
@@ -210,8 +260,9 @@ class Optimizer:
 
         Args:
             grads: Shaped like what ``jv.grad`` returns for the target (a tuple
-                for a Module's ``trainable_variables``, a list for a list, a dict
-                for a dict, an array for a Variable), or a list, tuple or
+                for a Module's ``trainable_variables`` or for the optimiser's own
+                ``trainable_variables``, a list for a list, a dict for a dict, an
+                array for a Variable), or a list, tuple or
                 iterator of ``(gradient, variable)`` pairs, as in TensorFlow.
                 Gradients for variables that do not train are ignored.
             global_step: A variable to increment by one, as in TF1.
@@ -330,6 +381,8 @@ class Optimizer:
                 )
             return dict(grads)
         order = target.trainable_variables if isinstance(target, Module) else target
+        if isinstance(grads, Sequence) and len(grads) != len(order):
+            order = tuple(self._trained.values())  # one per variable updated here
         if not isinstance(grads, Sequence) or len(grads) != len(order):
             raise JaxvarsValueError(
                 f"Expected {len(order)} gradients (one per "
@@ -374,15 +427,6 @@ def _is_pairs(grads: Any) -> bool:
             for pair in grads
         )
     )
-
-
-def _trained(variables: dict[str, Variable]) -> dict[str, Variable]:
-    """The variables that get state and updates: trainable (or masked), of an inexact dtype."""
-    return {
-        key: v
-        for key, v in variables.items()
-        if v.trainable is not False and jnp.issubdtype(v.dtype, jnp.inexact)
-    }
 
 
 def _keyed_variables(target: Any) -> dict[str, Variable]:

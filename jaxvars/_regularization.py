@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from . import _losses
 from ._collections import as_variable_list
 from ._errors import JaxvarsValueError
 from ._module import Module
@@ -27,7 +28,9 @@ def regularization_losses(scope: Scope = None) -> list[jax.Array]:
     Args:
         scope: None (every variable of the active store that has a regularizer),
             a scope string (those whose full name matches it from its start,
-            ``re.match`` as TF), a Module (its variables) or a list of variables.
+            ``re.match`` as TF), a Module (the losses it and its submodules added
+            in their latest call, ``Module.add_loss``, then its variables') or a
+            list of variables.
 
     Raises:
         ValueError: a regularizer that does not return a scalar (names the variable).
@@ -41,7 +44,8 @@ def regularization_losses(scope: Scope = None) -> list[jax.Array]:
         >>> losses
         [12.5]
     """
-    return [_loss(v) for v in _regularized(scope)]
+    added = _losses.losses(scope) if isinstance(scope, Module) else []
+    return added + [_loss(v) for v in _regularized(scope)]
 
 
 def regularization_loss(scope: Scope = None) -> jax.Array:

@@ -17,8 +17,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from . import _deferred
 from ._checkpoint import checkpoint_keys, listed, open_checkpoint, placed
+from ._deferred import RestoreStatus
 from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
+from ._module import Module
 from ._safetensors import problems_error, unsupported
 from ._store import active_store
 from ._variable import Variable
@@ -31,7 +34,7 @@ _NARROWED = {np.dtype(np.int64): np.dtype(np.int32), np.dtype(np.uint64): np.dty
 @boundary
 def restore(
     path: str | os.PathLike[str], target: Any, *, strict: bool = True, map: Any = None
-) -> None:
+) -> RestoreStatus:
     """Load ``target``'s variables from a checkpoint, after checking all of it.
 
     ``path`` is a ``jv.save`` file (or any safetensors file) or a TensorFlow
@@ -56,6 +59,17 @@ def restore(
             loaded array before the checks (a PyTorch ``(out, in)`` weight
             transposed into an ``(in, out)`` kernel).
 
+    A Module with no variables yet (one that builds itself on its first call)
+    is restored as TF2 and Keras do, deferred: every value is read and
+    checked now and waits; each variable the module creates gets its value
+    the moment it is assigned to the module (its shape and dtype checked
+    then), so the first call already computes with the restored values.
+    ``status.assert_consumed()`` then reports what was never applied.
+
+    Returns:
+        A ``RestoreStatus``: ``unconsumed`` (the keys still waiting) and
+        ``assert_consumed()``.
+
     Raises:
         ValueError: listing every problem found; nothing was changed.
 
@@ -64,12 +78,45 @@ def restore(
         >>> path = os.path.join(tempfile.mkdtemp(), "torch.safetensors")
         >>> jv.save(path, {"fc.weight": jv.Variable(np.ones((3, 2)))})  # (out, in)
         >>> kernel = jv.Variable(np.zeros((2, 3)), name="dense/kernel")  # (in, out)
-        >>> jv.restore(path, {"dense/kernel": kernel}, map=lambda key: ("fc.weight", np.transpose))
+        >>> transposed = lambda key: ("fc.weight", np.transpose)
+        >>> _ = jv.restore(path, {"dense/kernel": kernel}, map=transposed)
         >>> kernel.shape, float(kernel.value.sum())
         ((2, 3), 6.0)
     """
     variables = checkpoint_keys(target)
+    if isinstance(target, Module) and not variables:
+        return _defer(path, target, strict=strict, map=map)
     _restore(path, variables, _plan(variables, map), strict=strict)
+    return RestoreStatus(os.fsdecode(path), strict=strict)
+
+
+def _defer(path: Any, module: Module, *, strict: bool, map: Any) -> RestoreStatus:
+    """Read and check every value now; keep them for the variables ``module`` creates."""
+    if map is not None:
+        raise JaxvarsTypeError(
+            f"jv.restore: module '{module.name}' has no variables yet, so its values wait for "
+            "them by path, and map= cannot apply; build it first (call it once), then restore "
+            "with the map."
+        )
+    checkpoint = open_checkpoint(path, restoring=True)
+    names = [
+        name
+        for name, found in checkpoint.listing().items()
+        if found is not None and not isinstance(found[1], str)
+    ]
+    arrays, problems = checkpoint.read_many(names)
+    problems = list(checkpoint.problems) + problems
+    if problems:
+        raise problems_error(path, problems, restoring=True)
+    by_value: dict[Any, list[str]] = {}
+    for name in names:
+        by_value.setdefault(checkpoint.canonical(name), []).append(name)
+    aliases = {name: by_value[checkpoint.canonical(name)] for name in names}
+    status = RestoreStatus(
+        os.fsdecode(path), module, arrays, checkpoint.find, aliases, strict=strict
+    )
+    _deferred.wait(module, status)
+    return status
 
 
 @boundary
@@ -198,7 +245,7 @@ def _restore(path: Any, variables: Mapping[str, Variable], plan: Plan, *, strict
         if isinstance(found[1], str):
             problems.append(unsupported(name, found[1]))
         elif transform is None:
-            problems += _mismatch(f"{name!r}{via}", found, variables[key])
+            problems += mismatch(f"{name!r}{via}", found, variables[key])
     if strict:
         # An alias and the key it stands for name one value: restoring either uses both.
         seen = {checkpoint.canonical(name) for name, _ in plan.values() if name in listing}
@@ -218,15 +265,15 @@ def _restore(path: Any, variables: Mapping[str, Variable], plan: Plan, *, strict
         if transform is not None:
             array = np.asarray(transform(array))
             what = f"{name!r} (for {key!r}, transformed)"
-            found = _mismatch(what, (array.shape, array.dtype), variables[key])
+            found = mismatch(what, (array.shape, array.dtype), variables[key])
             if found:
                 problems += found
                 continue
-        narrowed = _narrowed(name, array, variables[key])
-        if isinstance(narrowed, str):
-            problems.append(narrowed)
+        fitted = narrowed(name, array, variables[key])
+        if isinstance(fitted, str):
+            problems.append(fitted)
         else:
-            values[key] = narrowed
+            values[key] = fitted
     if problems:
         raise problems_error(path, problems, restoring=True)
     for key, value in values.items():
@@ -235,7 +282,7 @@ def _restore(path: Any, variables: Mapping[str, Variable], plan: Plan, *, strict
         variable.assign(placed(value, variable))
 
 
-def _mismatch(name: str, found: tuple[tuple[int, ...], Any], variable: Variable) -> list[str]:
+def mismatch(name: str, found: tuple[tuple[int, ...], Any], variable: Variable) -> list[str]:
     shape, dtype = tuple(found[0]), np.dtype(found[1])
     if shape != variable.shape:
         return [f"{name}: shape {shape} in the file, {variable.shape} in the variable"]
@@ -250,7 +297,7 @@ def _narrows(stored: np.dtype, held: np.dtype) -> bool:
     return _NARROWED.get(stored) == held and not jax.config.read("jax_enable_x64")
 
 
-def _narrowed(name: str, array: np.ndarray, variable: Variable) -> np.ndarray | str:
+def narrowed(name: str, array: np.ndarray, variable: Variable) -> np.ndarray | str:
     """``array`` in the variable's dtype, or the problem if its values do not fit."""
     if array.dtype == variable.dtype:
         return array

@@ -6,7 +6,7 @@ import contextlib
 import contextvars
 import functools
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 from . import _named, _naming, _trace
 from ._errors import JaxvarsTypeError, JaxvarsValueError, boundary
@@ -435,51 +435,3 @@ def _true_getter(
         if maker is not None:
             store._made_by[name] = maker
         return variable
-
-
-R = TypeVar("R")
-
-
-def make_template(name: str, fn: Callable[..., R], **kwargs: Any) -> Callable[..., R]:
-    """Wrap ``fn`` so that every call runs in one variable scope, sharing its variables.
-
-    The first call creates the variables ``fn`` asks ``get_variable`` for; later
-    calls reuse them. Scopes ``fn`` opens with ``default_name`` get the same
-    names on every call (``dense``, ``dense_1``), so layers that name themselves
-    share too. Two templates made with the same name in one store get distinct
-    scopes (``name``, ``name_1``), numbered when the template is made; a name
-    a scope was opened with (by hand, ``variable_scope("name_1")``) is skipped.
-
-    Args:
-        name: The scope name (made unique in the active store).
-        fn: The function to wrap; ``kwargs`` are bound to it.
-
-    Returns:
-        A callable with ``fn``'s signature, and a ``variable_scope`` attribute.
-
-    Example:
-        >>> import jaxvars as jv
-        >>> def scale(x):
-        ...     with jv.variable_scope(None, default_name="layer"):
-        ...         return x * jv.get_variable("w", initializer=2.0)
-        >>> with jv.Store() as store:
-        ...     t = jv.make_template("scale", scale)
-        ...     float(t(1.0)), float(t(3.0)), t.variable_scope.name, list(store)
-        (2.0, 6.0, 'scale', ['scale/layer/w'])
-    """
-    name = _naming.check_name(name, "template")
-    full = active_store()._unique_name(_join(get_variable_scope().name, name))
-    scope = VariableScope(full)
-    bound = functools.partial(fn, **kwargs) if kwargs else fn
-    created = False
-
-    @functools.wraps(fn)
-    def template(*args: Any, **call_kwargs: Any) -> R:
-        nonlocal created
-        with variable_scope(scope, reuse=created):
-            result = bound(*args, **call_kwargs)
-        created = True
-        return result
-
-    template.variable_scope = scope  # type: ignore[attr-defined]  # documented attribute
-    return template

@@ -244,13 +244,17 @@ def note_created(variable: Variable) -> None:
 
 @contextlib.contextmanager
 def collecting_creations() -> Iterator[list[Any]]:
-    """Collect the variables created (eagerly) inside, in order."""
+    """Collect the variables created (eagerly) inside, in order (an enclosing
+    collection gets them too)."""
     created: list[Any] = []
+    outer = _creations.get()
     token = _creations.set(created)
     try:
         yield created
     finally:
         _creations.reset(token)
+        if outer is not None:
+            outer.extend(created)
 
 
 def note_used(obj: Any) -> None:
@@ -409,6 +413,9 @@ def deferring_frame() -> Frame | None:
     frame, state = current.get(), get_opaque_trace_state()
     if frame is None:
         frame, state = _outer.get()
+    # A frame of the same trace inside it (jv.grad building a module) defers to it.
+    while frame is not None and frame.pending is None and frame.trace == state:
+        frame = frame.parent
     if frame is not None and frame.pending is not None and frame.trace == state:
         return frame
     return None

@@ -62,3 +62,19 @@ def step(x: jax.Array, y: jax.Array) -> jax.Array:
 
 loss: jax.Array = step(x, jnp.zeros((2, 1)))
 print(float(loss), float(total.sum()), float(scaled.sum()), bool(same.all()), bigger)
+
+# Peers' whole-model patterns: part of a model, frozen layers, eval mode, templates.
+head_opt = jv.Optimizer(optax.sgd(0.1), model, wrt=[model.second])
+model.first.trainable = False
+frozen: bool | str = model.first.trainable
+model.eval().train()
+updated: dict[str, jv.Variable] = head_opt.trainable_variables
+
+
+def tower(h: jax.Array, scale: float) -> jax.Array:
+    return h * jv.get_variable("k", initializer=scale)
+
+
+template = jv.make_template("tower", tower)
+towered: jax.Array = template(x, 2.0)
+print(frozen, sorted(updated), [w.name for w in template.trainable_variables], towered.shape)
