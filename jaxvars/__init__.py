@@ -11,6 +11,7 @@ from ._collections import global_variables as global_variables
 from ._collections import local_variables as local_variables
 from ._collections import trainable_variables as trainable_variables
 from ._config import config as config
+from ._deferred import RestoreStatus as RestoreStatus
 from ._ema import ExponentialMovingAverage as ExponentialMovingAverage
 from ._errors import JaxvarsError as JaxvarsError
 from ._export import export as export
@@ -43,6 +44,7 @@ from ._store import GraphKeys as GraphKeys
 from ._store import Store as Store
 from ._store import default_store as default_store
 from ._store import reset_default_store as reset_default_store
+from ._template import Template as Template
 from ._template import make_template as make_template
 from ._tf_checkpoint import latest_checkpoint as latest_checkpoint
 from ._transforms import fori_loop as fori_loop
@@ -61,7 +63,9 @@ __all__ = [
     "JaxvarsError",
     "Module",
     "Optimizer",
+    "RestoreStatus",
     "Store",
+    "Template",
     "Variable",
     "VariableScope",
     "add_to_collection",
@@ -114,7 +118,9 @@ for _public in (
     JaxvarsError,
     Module,
     Optimizer,
+    RestoreStatus,
     Store,
+    Template,
     Variable,
     VariableScope,
     add_to_collection,

@@ -26,7 +26,15 @@ class Template(Generic[P, R]):
     """A function wrapped by ``jv.make_template``: every call runs in one variable
     scope; the first creates the variables, later calls reuse them. Its
     attributes are TF's: ``variable_scope``, ``variable_scope_name``, ``name``,
-    ``variables``, ``trainable_variables``, ``non_trainable_variables``."""
+    ``variables``, ``trainable_variables``, ``non_trainable_variables``.
+
+    Example:
+        >>> import jaxvars as jv
+        >>> with jv.Store():
+        ...     t = jv.make_template("shift", lambda x: x + jv.get_variable("b", initializer=1.0))
+        ...     float(t(1.0)), isinstance(t, jv.Template), t.name
+        (2.0, True, 'shift')
+    """
 
     def __init__(self, name: str, fn: Callable[..., R], kwargs: dict[str, Any]) -> None:
         name = _naming.check_name(name, "template")
@@ -112,7 +120,7 @@ def make_template(name: str, fn: Callable[P, R], **kwargs: Any) -> Template[P, R
         ...     t = jv.make_template("scale", scale)
         ...     float(t(1.0)), float(t(3.0)), t.variable_scope_name, list(store)
         (2.0, 6.0, 'scale', ['scale/layer/w'])
-        >>> [v.name for v in t.trainable_variables]
-        ['scale/layer/w']
+        >>> t.variable_scope_name, [v.name for v in t.trainable_variables]
+        ('scale', ['scale/layer/w'])
     """
     return Template(name, fn, kwargs)

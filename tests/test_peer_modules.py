@@ -411,9 +411,9 @@ def test_losses_come_out_of_jit_and_grad_as_values_and_are_differentiable():
     assert all(not isinstance(x, jax.core.Tracer) for x in model.losses)
     w_a, w_b = model.a.dense.w.value, model.b.dense.w.value
     expected = jax.grad(
-        lambda wa, wb: jnp.sum(X @ wa @ wb)
-        + 0.5 * jnp.sum((X @ wa) ** 2)
-        + 0.5 * jnp.sum((X @ wa @ wb) ** 2)
+        lambda wa, wb: (
+            jnp.sum(X @ wa @ wb) + 0.5 * jnp.sum((X @ wa) ** 2) + 0.5 * jnp.sum((X @ wa @ wb) ** 2)
+        )
     )(w_a, w_b)
     np.testing.assert_allclose(grads[0], expected, rtol=1e-5)
     np.testing.assert_allclose(float(loss), float(jnp.sum(model(X)) + sum(model.losses)))

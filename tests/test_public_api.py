@@ -8,7 +8,9 @@ PUBLIC = {
     "JaxvarsError",
     "Module",
     "Optimizer",
+    "RestoreStatus",  # what jv.restore returns (issue 23)
     "Store",
+    "Template",  # what jv.make_template returns
     "Variable",
     "VariableScope",
     "cond",
