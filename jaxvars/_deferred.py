@@ -12,9 +12,10 @@ TF's: what was never applied, and what was created with no value.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import jax
 import numpy as np
 
 from . import _trace
@@ -51,7 +52,7 @@ class RestoreStatus:
         self,
         path: str,
         module: Module | None = None,
-        values: dict[str, np.ndarray] | None = None,
+        values: Mapping[str, np.ndarray | None] | None = None,
         find: Callable[[str], str | None] | None = None,
         aliases: dict[str, list[str]] | None = None,
         *,
@@ -59,7 +60,7 @@ class RestoreStatus:
     ) -> None:
         self._path = path
         self._module = weakref.ref(module) if module is not None else None
-        self._values = values or {}
+        self._values = dict(values or {})
         self._find = find or (lambda key: key)
         self._aliases = aliases or {}  # each key's names of the same value (TF's Keras aliases)
         self._strict = strict
@@ -79,15 +80,25 @@ class RestoreStatus:
             ValueError: listing the keys not applied and the variables created
                 with no value in the checkpoint.
         """
-        problems = [f"not applied (no variable has its path yet): {k!r}" for k in self.unconsumed]
-        problems = problems if self._strict else []
         module = self._module() if self._module is not None else None
-        if module is not None:
-            problems += [
-                f"created with no value in the checkpoint: {path!r}"
-                for path in module.named_variables()
-                if path not in self._applied
-            ]
+        paths = module.named_variables() if module is not None else {}
+        names = {self._find(path) or path: path for path in paths}
+        problems = [
+            f"not applied (no variable has its path yet): {k!r}"
+            for k in self.unconsumed
+            if self._strict and k not in names
+        ]
+        problems += [
+            f"not applied: the variable at {k!r} was added where the restore could not see it "
+            "(give it to the module as an attribute, or in a list or dict attribute)"
+            for k in self.unconsumed
+            if k in names
+        ]
+        problems += [
+            f"created with no value in the checkpoint: {path!r}"
+            for name, path in names.items()
+            if path not in self._applied and name not in self._values
+        ]
         if problems:
             raise JaxvarsValueError(
                 f"Restoring {self._path!r} is not complete:\n  " + "\n  ".join(problems)
@@ -113,7 +124,9 @@ class RestoreStatus:
                     f"Restoring {self._path!r} into '{module.name}' as it builds: {value}. "
                     "The variable keeps its initial value."
                 )
-            variable.assign(placed(value, variable))
+            with jax.ensure_compile_time_eval():  # an array, also while a trace builds the module
+                array = placed(value, variable)
+            _start_from(variable, array)
             self._applied.add(path)
             for same in self._aliases.get(name, [name]):
                 self._values.pop(same, None)
@@ -122,6 +135,23 @@ class RestoreStatus:
 
     def __repr__(self) -> str:
         return f"<jaxvars.RestoreStatus {self._path!r}: {len(self._values)} values waiting>"
+
+
+def _start_from(variable: Any, array: Any) -> None:
+    """Make ``array`` the first value of ``variable``, just created: not an assignment,
+    which a transform building the module would record and may discard (``jv.grad``'s
+    build pass, a jv.jit trace that fails, ``jv.eval_shape``), but its initial value
+    (inside ``jv.eval_shape`` too: the abstract module comes out restored)."""
+    frame = _trace.deferring_frame()
+    if frame is not None and frame.pending:
+        for i, (created, attribute, _) in enumerate(frame.pending):
+            if created is variable and attribute == "_array":
+                # Created from a value the trace computes: it gives this one instead.
+                frame.pending[i] = (variable, attribute, array)
+                frame.values[variable] = array  # what the rest of the trace reads
+    with _trace.STATE_LOCK:
+        _trace.LAST[0] = None  # a variable's array changed outside a step (see _trace.LAST)
+        variable._array = array
 
 
 # The Modules whose restore waits for variables, with its status.
@@ -135,7 +165,7 @@ def wait(module: Module, status: RestoreStatus) -> None:
 def created_under(module: Module) -> None:
     """``module`` was just given variables: apply what a restore into it (or into a
     module holding it) keeps waiting."""
-    if not _waiting or _trace.abstract.get():  # jv.eval_shape: no values to give
+    if not _waiting:
         return
     for root, status in list(_waiting.items()):
         if _holds(root, module):

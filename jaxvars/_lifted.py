@@ -260,8 +260,10 @@ def scan(
     per_iteration = axes_of(variable_axes, "jv.scan")
     given, (xs, held, step_x) = xs, split_state(xs)
     body_fn = f if step_x is None else lambda carry, x: f(carry, step_x(x))
-    per_iteration = per_step(per_iteration, held) if held else per_iteration
-    size = _length(length, xs) if length is not None or not held else held[0].shape[0]
+    per_iteration = per_step(per_iteration, held, axis_of) if held else per_iteration
+    size = _length(length, xs)
+    if size is None and held and held[0].shape:  # only objects: their leading axis
+        size = held[0].shape[0]  # (check_splits names a variable without one)
     lifting = _lift.Lifting(
         "jv.scan body",
         [f],

@@ -54,7 +54,7 @@ _calling: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxvars_calling
 
 @contextlib.contextmanager
 def call_of(module: Module) -> Iterator[None]:
-    """Around a Module's ``__call__``: a top-level one clears the losses below it."""
+    """Around a Module's methods: a top-level call clears the losses below it."""
     if _calling.get():
         yield
         return
@@ -72,8 +72,22 @@ def call_of(module: Module) -> Iterator[None]:
         _calling.reset(token)
 
 
+IN_LIFTED_BODY = (
+    "Module '{name}': add_loss inside a {what} is not supported: its branches, iterations or "
+    "lanes trace apart, so the losses each adds cannot be told apart. Return the loss from "
+    "the body (a scan's ys, a branch's output) and add it after the transform."
+)
+
+
 def add_loss(module: Module, loss: Any) -> None:
     """Keep ``loss`` (a scalar) as one of ``module``'s losses of this call."""
+    frame = _trace.current.get()
+    while frame is not None:
+        if frame.lifting is not None:
+            raise JaxvarsValueError(
+                IN_LIFTED_BODY.format(name=module.name, what=frame.lifting.what)
+            )
+        frame = frame.parent
     value = loss._value if isinstance(loss, Variable) else jnp.asarray(loss)
     if value.shape != ():
         raise JaxvarsValueError(
@@ -107,7 +121,7 @@ def losses(module: Module) -> list[jax.Array]:
     found: list[jax.Array] = []
     for each in (module, *module.submodules):
         record: _Record | None = each.__dict__.get("_module_losses")
-        if record is None:
+        if record is None or record.count.is_abstract:  # made in jv.eval_shape: none computed
             continue
         count = record.count._value
         # Eagerly the count variable says (a cached jv.jit call ran no Python);

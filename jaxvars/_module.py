@@ -89,10 +89,10 @@ class Module:
             # (a `deterministic` flag, a rate, a submodule): it is stale now.
             _changed(self, old, attr, value)
         object.__setattr__(self, attr, _tracked(value, weakref.ref(self), attr))
-        if (
-            _deferred._waiting and next(_state_objects(value), None) is not None
-        ):  # a restore waits for them
-            _deferred.created_under(self)
+        if next(_state_objects(value), None) is not None:
+            _module_settings.attached(self, value)  # a frozen module's new variables start frozen
+            if _deferred._waiting:  # a restore waits for them
+                _deferred.created_under(self)
 
     def __delattr__(self, attr: str) -> None:
         _changed(self, self.__dict__.get(attr), attr, "deleted")
@@ -173,9 +173,11 @@ class Module:
         """Add a scalar loss during a call (Keras's ``add_loss``, activity
         regularisation); ``losses`` returns it until the next top-level call.
 
-        Works eagerly and under ``jv.jit``, ``jv.grad`` and the lifted transforms:
-        the loss comes out of them as a value (inside ``jv.grad`` it is
-        differentiable), and a cached ``jv.jit`` step leaves its own losses.
+        Works eagerly, under ``jv.jit``, ``jv.grad`` and ``jv.remat``: the loss comes
+        out as a value (inside ``jv.grad`` it is differentiable), and a cached
+        ``jv.jit`` step leaves its own losses. Inside a ``jv.cond``, ``jv.switch``,
+        ``jv.while_loop``, ``jv.scan`` or ``jv.vmap`` body it is an error: return
+        the loss from the body instead.
 
         Example:
             >>> import jax.numpy as jnp, jaxvars as jv
@@ -299,8 +301,9 @@ class Module:
 
 
 def _in_module_scope(method: Callable[..., Any]) -> Callable[..., Any]:
-    # A top-level __call__ starts a new collection of added losses.
-    calls = _losses.call_of if method.__name__ == "__call__" else _no_losses
+    # A top-level call (__call__, or encode, decode, ...) starts a new collection
+    # of added losses; __init__ adds none.
+    calls = _no_losses if method.__name__ == "__init__" else _losses.call_of
 
     @functools.wraps(method)
     def scoped(self: Module, *args: Any, **kwargs: Any) -> Any:
@@ -432,15 +435,17 @@ class TrackedList(list):
     """A list held by a Module. Changing it in place (``layers.append(...)``)
     makes jv.jit retrace code that used the module, as reassigning would."""
 
-    __slots__ = ("_owner",)
+    __slots__ = ("_owner", "_path")
     _owner: weakref.ref
+    _path: str
 
 
 class TrackedDict(dict):
     """A dict held by a Module; changing it in place makes jv.jit retrace."""
 
-    __slots__ = ("_owner",)
+    __slots__ = ("_owner", "_path")
     _owner: weakref.ref
+    _path: str
 
 
 def _evict_on(cls: type, names: str) -> None:
@@ -448,8 +453,15 @@ def _evict_on(cls: type, names: str) -> None:
         base = getattr(cls.__mro__[1], name)
 
         def mutate(self: Any, *args: Any, _base: Any = base, **kwargs: Any) -> Any:
-            _changed(self._owner(), self)
-            return _base(self, *args, **kwargs)
+            owner = self._owner()
+            _changed(owner, self)
+            result = _base(self, *args, **kwargs)
+            if owner is not None and (args or kwargs):  # what was added: see __setattr__
+                _tracked((args, kwargs), self._owner, f"{self._path}[...]")  # their holder
+                _module_settings.attached(owner, (args, kwargs))
+                if _deferred._waiting:
+                    _deferred.created_under(owner)
+            return result
 
         mutate.__name__ = name
         setattr(cls, name, mutate)
@@ -493,7 +505,7 @@ def _tracked(value: Any, owner: weakref.ref, path: str) -> Any:
         elif isinstance(value, Module) and "_module_held_by" not in value.__dict__:
             object.__setattr__(value, "_module_held_by", (owner, path))
         return value
-    tracked._owner = owner
+    tracked._owner, tracked._path = owner, path
     return tracked
 
 

@@ -19,8 +19,11 @@ _before_freeze: dict[int, tuple[weakref.ref[Variable], bool | Any]] = {}
 
 
 def trainable_of(module: Module) -> bool | Literal["mixed"]:
-    """True if every variable below trains in full, False if none does, else "mixed"."""
+    """True if every variable below trains in full, False if none does, else "mixed"
+    (a frozen module with no variable yet: False)."""
     settings = [v.trainable for v in module.variables]
+    if not settings:
+        return not _frozen(module)
     if all(s is True for s in settings):
         return True
     if all(s is False for s in settings):
@@ -36,18 +39,56 @@ def set_trainable(module: Module, trainable: Any) -> None:
             f"Module '{module.name}': trainable is set to True or False (got "
             f"{type(trainable).__name__}); give a variable a mask with variable.trainable = mask."
         )
+    # Remembered, so that variables the module creates later (its build) start frozen.
+    object.__setattr__(module, "_module_frozen", not trainable)
+    for each in module.submodules:
+        each.__dict__.pop("_module_frozen", None)  # the outer setting rules below it
     for variable in module.variables:
         key = id(variable)
         if not trainable:
-            if key not in _before_freeze:  # the first freeze keeps the original setting
-                _before_freeze[key] = (weakref.ref(variable, _forget(key)), variable.trainable)
-            variable.trainable = False
+            freeze(variable)
             continue
         remembered = _before_freeze.pop(key, None)
         if remembered is None or remembered[0]() is not variable:
             continue  # never frozen by a Module: its own setting stays
         if variable.trainable is False:  # one set since the freeze keeps what was set
             variable.trainable = remembered[1]
+
+
+def freeze(variable: Variable) -> None:
+    """Set ``variable.trainable = False``, remembering its setting (the one before
+    the first freeze, or one set directly since)."""
+    key = id(variable)
+    if key not in _before_freeze or variable.trainable is not False:
+        _before_freeze[key] = (weakref.ref(variable, _forget(key)), variable.trainable)
+    variable.trainable = False
+
+
+def attached(module: Module, value: Any) -> None:
+    """Variables just given to ``module`` (in ``value``) start frozen under a frozen module."""
+    if not _frozen(module):
+        return
+    for obj in _objects(value):
+        for variable in obj.variables if hasattr(obj, "submodules") else (obj,):
+            freeze(variable)
+
+
+def _frozen(module: Module) -> bool:
+    """Whether ``module`` or a module holding it was frozen (trainable = False)."""
+    current: Any = module
+    while current is not None:
+        frozen = current.__dict__.get("_module_frozen")
+        if frozen is not None:
+            return frozen
+        held_by = current.__dict__.get("_module_held_by")
+        current = held_by[0]() if held_by is not None else None
+    return False
+
+
+def _objects(value: Any) -> Any:
+    from ._module import _state_objects  # the module defines what it tracks
+
+    return _state_objects(value)
 
 
 def _forget(key: int) -> Any:

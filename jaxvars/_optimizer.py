@@ -171,6 +171,8 @@ class Optimizer:
                     "optimiser was made; its optimiser state would no longer fit. Create a "
                     "new Optimizer, or assign the new value to the old variable."
                 )
+        if not self.variables:  # built since: wrt is checked against what it built
+            check_selects(self._wrt, current)
         self.variables = current
 
     def _state_variable(self, key: str, leaf: Any) -> Variable:
@@ -360,6 +362,11 @@ class Optimizer:
                 f"lambda: loss(model(x), y)), got {type(loss_fn).__name__}: a value "
                 "computed beforehand has no gradient to follow."
             )
+        if isinstance(self._target, Module) and not self._target.variables:
+            # Nothing built yet: jv.grad over the module builds it by a first call.
+            loss, grads = value_and_grad(loss_fn, self._target)()
+            self.apply_gradients(grads, global_step)
+            return loss
         self._sync()
         wrt = list(self._trained.values())
         loss, grads = value_and_grad(loss_fn, wrt)()
@@ -373,7 +380,8 @@ class Optimizer:
         target = self._target
         if isinstance(target, Variable):
             return {next(iter(self.variables)): grads}
-        if isinstance(target, Mapping):
+        if isinstance(target, Mapping) or isinstance(grads, Mapping):
+            # A dict target's, or opt.trainable_variables' (its keys are the target's).
             if not isinstance(grads, Mapping) or set(grads) - set(self.variables):
                 raise JaxvarsValueError(
                     f"Gradients for a dict of variables must be a dict with its keys "

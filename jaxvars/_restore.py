@@ -86,8 +86,8 @@ def restore(
     variables = checkpoint_keys(target)
     if isinstance(target, Module) and not variables:
         return _defer(path, target, strict=strict, map=map)
-    _restore(path, variables, _plan(variables, map), strict=strict)
-    return RestoreStatus(os.fsdecode(path), strict=strict)
+    skipped = _restore(path, variables, _plan(variables, map), strict=strict)
+    return RestoreStatus(os.fsdecode(path), values=dict.fromkeys(skipped), strict=strict)
 
 
 def _defer(path: Any, module: Module, *, strict: bool, map: Any) -> RestoreStatus:
@@ -227,7 +227,10 @@ def _plan(variables: Mapping[str, Variable], map: Any) -> Plan:
     return plan
 
 
-def _restore(path: Any, variables: Mapping[str, Variable], plan: Plan, *, strict: bool) -> None:
+def _restore(
+    path: Any, variables: Mapping[str, Variable], plan: Plan, *, strict: bool
+) -> list[str]:
+    """Check, then assign; returns the file's keys nothing restored (``strict=False``)."""
     checkpoint = open_checkpoint(path, restoring=True)
     plan = {
         key: (checkpoint.find(name) or name, transform) for key, (name, transform) in plan.items()
@@ -246,14 +249,16 @@ def _restore(path: Any, variables: Mapping[str, Variable], plan: Plan, *, strict
             problems.append(unsupported(name, found[1]))
         elif transform is None:
             problems += mismatch(f"{name!r}{via}", found, variables[key])
+    # An alias and the key it stands for name one value: restoring either uses both.
+    seen = {checkpoint.canonical(name) for name, _ in plan.values() if name in listing}
+    unexpected = []
+    for name, found in sorted(listing.items()):
+        canonical = checkpoint.canonical(name)
+        if canonical not in seen and found is not None and not isinstance(found[1], str):
+            seen.add(canonical)
+            unexpected.append(name)
     if strict:
-        # An alias and the key it stands for name one value: restoring either uses both.
-        seen = {checkpoint.canonical(name) for name, _ in plan.values() if name in listing}
-        for name, found in sorted(listing.items()):
-            canonical = checkpoint.canonical(name)
-            if canonical not in seen and found is not None and not isinstance(found[1], str):
-                seen.add(canonical)
-                problems.append(f"unexpected key {name!r}")
+        problems += [f"unexpected key {name!r}" for name in unexpected]
     if problems:
         raise problems_error(path, problems, restoring=True)
     arrays, problems = checkpoint.read_many(sorted({name for name, _ in plan.values()}))
@@ -280,6 +285,7 @@ def _restore(path: Any, variables: Mapping[str, Variable], plan: Plan, *, strict
         variable = variables[key]
         value = value if value.flags.c_contiguous else value.copy(order="C")  # keeps 0-d
         variable.assign(placed(value, variable))
+    return unexpected
 
 
 def mismatch(name: str, found: tuple[tuple[int, ...], Any], variable: Variable) -> list[str]:

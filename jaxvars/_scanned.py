@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 
+from ._errors import JaxvarsValueError
 from ._module import Module
 from ._variable import Variable
 
@@ -34,6 +35,13 @@ def split_state(xs: Any) -> tuple[Any, list[Variable], Callable[[Any], Any] | No
     variables = [
         v for obj in held.values() for v in (obj.variables if isinstance(obj, Module) else (obj,))
     ]
+    for variable in variables:
+        if not variable.shape:
+            raise JaxvarsValueError(
+                f"jv.scan: variable '{variable.name}' in xs is a scalar, with no axis 0 to scan "
+                "over (one slice per iteration). Stack one value per iteration, or read it in "
+                "the body instead of passing it in xs."
+            )
 
     def step_x(sliced: list[Any]) -> Any:
         rest = iter(sliced)
@@ -44,8 +52,15 @@ def split_state(xs: Any) -> tuple[Any, list[Variable], Callable[[Any], Any] | No
     return arrays, variables, step_x
 
 
-def per_step(axes: Any, variables: list[Variable]) -> Any:
+def per_step(axes: Any, variables: list[Variable], axis_of: Callable[[Any, Variable], Any]) -> Any:
     """``variable_axes`` (normalised) with ``variables`` split along axis 0 first."""
+    for variable in variables:
+        if axis_of(axes, variable) not in (None, 0):
+            raise JaxvarsValueError(
+                f"jv.scan: variable '{variable.name}' is in xs, which scans it along axis 0, "
+                f"and variable_axes gives it axis {axis_of(axes, variable)}. Give it one of "
+                "the two: in xs (axis 0), or only in variable_axes."
+            )
     if isinstance(axes, int):  # every variable is split already
         return axes
     return [(v, 0) for v in variables] + (axes or [])

@@ -44,9 +44,11 @@ def check_selects(wrt: Any, variables: dict[str, Variable]) -> None:
     if isinstance(wrt, (list, tuple)):
         held = {id(v) for v in variables.values()}
         for item in wrt:
-            if isinstance(item, Variable) and id(item) not in held:
+            inner = item.variables if isinstance(item, Module) else (item,)
+            if any(id(v) not in held for v in inner):
+                what = "module" if isinstance(item, Module) else "variable"
                 raise JaxvarsValueError(
-                    f"Optimizer: wrt lists variable '{item.name}', which the target does not "
+                    f"Optimizer: wrt lists {what} '{item.name}', which the target does not "
                     "hold; the optimiser updates only its target's variables."
                 )
     if variables and not _picker(wrt)(variables):

@@ -68,7 +68,7 @@ def masked_gradient(variable: Variable, grad: Any) -> Any:
 
 
 def _build(fn: Callable[..., Any], module: Module, args: Any, kwargs: Any) -> None:
-    """Build ``module`` (it has no trainable variable yet) by calling ``fn`` once, as
+    """Build ``module`` (it has no variable yet) by calling ``fn`` once, as
     Keras builds a model at its first call inside ``tape.gradient``. Only the random
     stream's advance is kept of what the call assigned: the variables start as if
     the module had been built outside, and the gradient's call draws new keys."""
@@ -80,7 +80,7 @@ def _build(fn: Callable[..., Any], module: Module, args: Any, kwargs: Any) -> No
 def _value_and_grad_impl(
     fn: Callable[..., Any], wrt: Any, has_aux: bool, args: Any, kwargs: Any
 ) -> tuple[Any, Any, Any]:
-    if isinstance(wrt, Module) and not wrt.trainable_variables:
+    if isinstance(wrt, Module) and not wrt.variables:
         _build(fn, wrt, args, kwargs)
     wanted, restructure = _wrt_variables(wrt)
     # Integer and bool variables (a step counter left trainable=True) have no

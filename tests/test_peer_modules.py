@@ -527,3 +527,166 @@ def test_scan_over_a_module_without_one_slice_per_step_names_the_variable():
     with pytest.raises(ValueError, match=r"variable 'deep/block/\w+' .* needs 3 slices there"):
         jv.scan(lambda h, block: (block(h), None), jnp.ones((1, 4)), model.blocks, length=3)
     np.testing.assert_array_equal(model.blocks.calls.value, [0] * 5)
+
+
+# -- what an adversarial review found ------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", ["grad", "jit grad", "optimizer step", "eval_shape", "failed jit"])
+def test_a_waiting_restore_survives_every_way_the_module_is_first_built(tmp_path, first):
+    path = os.fspath(tmp_path / "net.safetensors")
+    trained = LazyNet()
+    trained(X)
+    jv.save(path, trained)
+    model = LazyNet()
+    status = jv.restore(path, model)
+    loss = loss_of(model)
+    if first == "grad":
+        jv.grad(loss, model)()
+    elif first == "jit grad":
+        jv.jit(jv.grad(loss, model))()
+    elif first == "optimizer step":
+        opt = jv.Optimizer(optax.sgd(0.0), model)
+        jv.jit(lambda: opt.minimize(loss))()
+    elif first == "eval_shape":
+        jv.eval_shape(model, X)
+    else:
+
+        def failing():
+            model(X)
+            raise RuntimeError("after the build")
+
+        with pytest.raises(RuntimeError):
+            jv.jit(failing)()
+    np.testing.assert_array_equal(model(X), trained(X))
+    assert status.assert_consumed().unconsumed == []
+
+
+def test_a_waiting_restore_reaches_layers_appended_to_a_list_in_the_build(tmp_path):
+    class Appending(jv.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = []
+
+        def __call__(self, x):
+            if not self.layers:
+                self.layers.append(LazyDense(2, rate=0.0))
+            return self.layers[0](x)
+
+    path = os.fspath(tmp_path / "appended.safetensors")
+    trained = Appending()
+    trained(X)
+    jv.save(path, trained)
+    model = Appending()
+    status = jv.restore(path, model)
+    np.testing.assert_array_equal(model(X), trained(X))
+    assert status.unconsumed == []
+
+
+def test_a_restore_into_a_built_target_lists_what_strict_false_skipped(tmp_path):
+    path = os.fspath(tmp_path / "extra.safetensors")
+    jv.save(path, {"w": jv.Variable(1.0), "extra": jv.Variable(2.0)})
+    w = jv.Variable(0.0, name="w")
+    status = jv.restore(path, {"w": w}, strict=False)
+    assert status.unconsumed == ["extra"] and float(w.value) == 1.0
+
+
+class Encoder(jv.Module):
+    """Losses added by methods other than __call__ (NNX's and Equinox's encode)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = Activity(3, 2)
+
+    def encode(self, x):
+        self.add_loss(jnp.float32(1.0))
+        return self.inner(self.inner.dense(x) @ jnp.ones((2, 3)))
+
+
+def test_losses_from_any_top_level_method_are_per_call():
+    model = Encoder()
+    for _ in range(3):
+        model.encode(X)
+        assert len(model.losses) == 2
+
+
+@pytest.mark.parametrize("where", ["cond", "scan", "vmap"])
+def test_add_loss_inside_a_lifted_body_is_a_clear_error(where):
+    layer = Activity(3, 2)
+    with pytest.raises(ValueError, match=r"add_loss inside a jv\.\w+.* is not supported"):
+        if where == "cond":
+            jv.jit(lambda p: jv.cond(p, lambda: layer(X), lambda: X[:, :2]))(True)
+        elif where == "scan":
+            jv.scan(lambda h, _: (layer(X), None), X[:, :2], length=2)
+        else:
+            jv.vmap(layer)(X)
+
+
+def test_losses_after_eval_shape_are_none_until_a_real_call():
+    layer = Activity(3, 2)
+    jv.eval_shape(layer, X)
+    assert layer.losses == []
+    layer(X)
+    assert len(layer.losses) == 1
+
+
+def test_a_module_frozen_before_it_builds_creates_frozen_variables():
+    class KerasStyle(LazyDense):
+        def __init__(self, n, trainable=True):
+            super().__init__(n, rate=0.0)
+            self.trainable = trainable  # Keras's constructor argument
+
+    layer = KerasStyle(2, trainable=False)
+    assert layer.trainable is False
+    layer(X)
+    assert layer.w.trainable is False and layer.b.trainable is False
+    layer.trainable = True
+    assert layer.trainable is True
+
+
+def test_refreezing_keeps_a_setting_made_directly_while_frozen():
+    model = Net()
+    model.encoder.w.trainable = np.zeros((3, 4), bool)
+    model.trainable = False
+    model.encoder.w.trainable = True  # set directly while frozen
+    model.trainable = False
+    model.trainable = True
+    assert model.encoder.w.trainable is True
+
+
+def test_wrt_is_checked_against_what_a_lazy_module_builds():
+    model = LazyNet()
+    opt = jv.Optimizer(optax.adam(0.1), model, wrt="laers/")  # a typo
+    with pytest.raises(ValueError, match=r"wrt='laers/' selects none of the target's variables"):
+        opt.minimize(loss_of(model))
+    with pytest.raises(ValueError, match=r"wrt lists module 'dense'"):
+        jv.Optimizer(optax.adam(0.1), Net(), wrt=[Dense(3, 4)])
+
+
+def test_minimize_builds_a_module_with_no_variables_and_takes_dict_gradients():
+    model = LazyNet()
+    opt = jv.Optimizer(optax.sgd(1e-3), model)
+    first = float(opt.minimize(loss_of(model)))
+    assert int(opt.iterations) == 1 and float(loss_of(model)()) < first
+    head = jv.Optimizer(optax.sgd(0.1), model, wrt="layers/1/")
+    before = np.asarray(model.layers[0].w.value)
+    head.apply_gradients(jv.grad(loss_of(model), head.trainable_variables)())  # a dict
+    np.testing.assert_array_equal(model.layers[0].w.value, before)
+
+
+def test_a_frozen_module_is_not_built_again_by_jv_grad():
+    model = Dense(3, 2)
+    model.trainable = False
+    key = np.asarray(jv.random.key_variable().value)
+    with pytest.raises(ValueError, match=r"has no trainable variables"):
+        jv.grad(lambda: jnp.sum(jv.random.dropout(model(X), 0.5)), model)()
+    np.testing.assert_array_equal(jv.random.key_variable().value, key)  # it never ran
+
+
+def test_scan_refuses_a_scalar_in_xs_and_a_second_axis_for_it():
+    w = jv.Variable(jnp.ones((3, 2)), name="stacked")
+    with pytest.raises(ValueError, match=r"'stacked' is in xs, which scans it along axis 0"):
+        jv.scan(lambda h, w: (h, None), 0.0, w, variable_axes={w: 1})
+    scalar = jv.Variable(1.0, name="scalar")
+    with pytest.raises(ValueError, match=r"'scalar' in xs is a scalar, with no axis 0"):
+        jv.scan(lambda h, s: (h, None), 0.0, scalar)
