@@ -532,7 +532,9 @@ def test_scan_over_a_module_without_one_slice_per_step_names_the_variable():
 # -- what an adversarial review found ------------------------------------------------------
 
 
-@pytest.mark.parametrize("first", ["grad", "jit grad", "optimizer step", "eval_shape", "failed jit"])
+@pytest.mark.parametrize(
+    "first", ["grad", "jit grad", "optimizer step", "eval_shape", "failed jit"]
+)
 def test_a_waiting_restore_survives_every_way_the_module_is_first_built(tmp_path, first):
     path = os.fspath(tmp_path / "net.safetensors")
     trained = LazyNet()
