@@ -311,12 +311,18 @@ class LazyNet(jv.Module):
         return x
 
 
-@pytest.mark.parametrize("jitted", [False, True])
-def test_restore_into_an_unbuilt_module_applies_values_as_variables_appear(tmp_path, jitted):
+def trained_and_saved(tmp_path, make=LazyNet):
+    """A lazy model, built by a call and saved: (the model, its checkpoint)."""
     path = os.fspath(tmp_path / "trained.safetensors")
-    trained = LazyNet()
+    trained = make()
     trained(X)
     jv.save(path, trained)
+    return trained, path
+
+
+@pytest.mark.parametrize("jitted", [False, True])
+def test_restore_into_an_unbuilt_module_applies_values_as_variables_appear(tmp_path, jitted):
+    trained, path = trained_and_saved(tmp_path)
     fresh = LazyNet()
     status = jv.restore(path, fresh)
     assert status.unconsumed == ["layers/0/b", "layers/0/w", "layers/1/b", "layers/1/w"]
@@ -536,10 +542,7 @@ def test_scan_over_a_module_without_one_slice_per_step_names_the_variable():
     "first", ["grad", "jit grad", "optimizer step", "eval_shape", "failed jit"]
 )
 def test_a_waiting_restore_survives_every_way_the_module_is_first_built(tmp_path, first):
-    path = os.fspath(tmp_path / "net.safetensors")
-    trained = LazyNet()
-    trained(X)
-    jv.save(path, trained)
+    trained, path = trained_and_saved(tmp_path)
     model = LazyNet()
     status = jv.restore(path, model)
     loss = loss_of(model)
@@ -575,10 +578,7 @@ def test_a_waiting_restore_reaches_layers_appended_to_a_list_in_the_build(tmp_pa
                 self.layers.append(LazyDense(2, rate=0.0))
             return self.layers[0](x)
 
-    path = os.fspath(tmp_path / "appended.safetensors")
-    trained = Appending()
-    trained(X)
-    jv.save(path, trained)
+    trained, path = trained_and_saved(tmp_path, Appending)
     model = Appending()
     status = jv.restore(path, model)
     np.testing.assert_array_equal(model(X), trained(X))
