@@ -44,11 +44,10 @@ def set_trainable(module: Module, trainable: Any) -> None:
     for each in module.submodules:
         each.__dict__.pop("_module_frozen", None)  # the outer setting rules below it
     for variable in module.variables:
-        key = id(variable)
         if not trainable:
             freeze(variable)
             continue
-        remembered = _before_freeze.pop(key, None)
+        remembered = _before_freeze.pop(id(variable), None)
         if remembered is None or remembered[0]() is not variable:
             continue  # never frozen by a Module: its own setting stays
         if variable.trainable is False:  # one set since the freeze keeps what was set
@@ -68,8 +67,10 @@ def attached(module: Module, value: Any) -> None:
     """Variables just given to ``module`` (in ``value``) start frozen under a frozen module."""
     if not _frozen(module):
         return
-    for obj in _objects(value):
-        for variable in obj.variables if hasattr(obj, "submodules") else (obj,):
+    from ._module import Module, _state_objects  # the module defines what it tracks
+
+    for obj in _state_objects(value):
+        for variable in obj.variables if isinstance(obj, Module) else (obj,):
             freeze(variable)
 
 
@@ -83,12 +84,6 @@ def _frozen(module: Module) -> bool:
         held_by = current.__dict__.get("_module_held_by")
         current = held_by[0]() if held_by is not None else None
     return False
-
-
-def _objects(value: Any) -> Any:
-    from ._module import _state_objects  # the module defines what it tracks
-
-    return _state_objects(value)
 
 
 def _forget(key: int) -> Any:
