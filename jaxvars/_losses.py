@@ -24,6 +24,7 @@ from jax.core import Tracer
 
 from . import _naming, _trace
 from ._errors import JaxvarsValueError
+from ._operators import unwrap
 from ._variable import Variable
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def add_loss(module: Module, loss: Any) -> None:
                 IN_LIFTED_BODY.format(name=module.name, what=frame.lifting.what)
             )
         frame = frame.parent
-    value = loss._value if isinstance(loss, Variable) else jnp.asarray(loss)
+    value = jnp.asarray(unwrap(loss))
     if value.shape != ():
         raise JaxvarsValueError(
             f"Module '{module.name}': add_loss takes a scalar loss, got shape {value.shape}; "

@@ -322,6 +322,11 @@ def _no_losses(module: Module) -> Iterator[None]:
     yield
 
 
+def variables_of(obj: Module | Variable) -> tuple[Variable, ...]:
+    """A Module's variables, or a Variable as one."""
+    return obj.variables if isinstance(obj, Module) else (obj,)
+
+
 def attribute_path(variable: Variable) -> str | None:
     """Where a Module holds ``variable``: ``net.bn.running_var``, or None."""
     held_by = variable._held_by

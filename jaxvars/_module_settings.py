@@ -67,10 +67,10 @@ def attached(module: Module, value: Any) -> None:
     """Variables just given to ``module`` (in ``value``) start frozen under a frozen module."""
     if not _frozen(module):
         return
-    from ._module import Module, _state_objects  # the module defines what it tracks
+    from ._module import _state_objects, variables_of  # the module defines what it tracks
 
     for obj in _state_objects(value):
-        for variable in obj.variables if isinstance(obj, Module) else (obj,):
+        for variable in variables_of(obj):
             freeze(variable)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 
 from ._errors import JaxvarsValueError
-from ._module import Module
+from ._module import Module, variables_of
 from ._variable import Variable
 
 
@@ -32,9 +32,7 @@ def split_state(xs: Any) -> tuple[Any, list[Variable], Callable[[Any], Any] | No
     if not held:
         return xs, [], None
     arrays = [leaf for i, leaf in enumerate(leaves) if i not in held]
-    variables = [
-        v for obj in held.values() for v in (obj.variables if isinstance(obj, Module) else (obj,))
-    ]
+    variables = [v for obj in held.values() for v in variables_of(obj)]
     for variable in variables:
         if not variable.shape:
             raise JaxvarsValueError(

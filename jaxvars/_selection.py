@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import JaxvarsTypeError, JaxvarsValueError
-from ._module import Module
+from ._module import Module, variables_of
 from ._variable import Variable
 
 Selector = Callable[[dict[str, Variable]], dict[str, Variable]]
@@ -44,8 +44,7 @@ def check_selects(wrt: Any, variables: dict[str, Variable]) -> None:
     if isinstance(wrt, (list, tuple)):
         held = {id(v) for v in variables.values()}
         for item in wrt:
-            inner = item.variables if isinstance(item, Module) else (item,)
-            if any(id(v) not in held for v in inner):
+            if any(id(v) not in held for v in variables_of(item)):
                 what = "module" if isinstance(item, Module) else "variable"
                 raise JaxvarsValueError(
                     f"Optimizer: wrt lists {what} '{item.name}', which the target does not "
@@ -89,11 +88,7 @@ def _members(items: list[Any]) -> Callable[[dict[str, Variable]], dict[str, Vari
 
     def pick(variables: dict[str, Variable]) -> dict[str, Variable]:
         # Modules are asked each time: one built lazily gains variables.
-        listed = {
-            id(v)
-            for item in items
-            for v in (item.variables if isinstance(item, Module) else (item,))
-        }
+        listed = {id(v) for item in items for v in variables_of(item)}
         return {k: v for k, v in variables.items() if id(v) in listed}
 
     return pick

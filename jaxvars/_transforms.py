@@ -67,11 +67,12 @@ def masked_gradient(variable: Variable, grad: Any) -> Any:
     return jnp.where(trainable, grad, jnp.zeros_like(grad))
 
 
-def _build(fn: Callable[..., Any], module: Module, args: Any, kwargs: Any) -> None:
-    """Build ``module`` (it has no variable yet) by calling ``fn`` once, as
-    Keras builds a model at its first call inside ``tape.gradient``. Only the random
-    stream's advance is kept of what the call assigned: the variables start as if
-    the module had been built outside, and the gradient's call draws new keys."""
+def _build(fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+    """Build the module ``fn`` is differentiated for (it has no variable yet) by
+    calling ``fn`` once, as Keras builds a model at its first call inside
+    ``tape.gradient``. Only the random stream's advance is kept of what the call
+    assigned: the variables start as if the module had been built outside, and
+    the gradient's call draws new keys."""
     _, frame = _lift.run_pure(fn, [], [], args, kwargs, records=False)
     streams = [v for v in frame.assigned if _random.is_stream(v)]
     _lift.apply(streams, _lift.collect(frame, streams))
@@ -81,7 +82,7 @@ def _value_and_grad_impl(
     fn: Callable[..., Any], wrt: Any, has_aux: bool, args: Any, kwargs: Any
 ) -> tuple[Any, Any, Any]:
     if isinstance(wrt, Module) and not wrt.variables:
-        _build(fn, wrt, args, kwargs)
+        _build(fn, args, kwargs)
     wanted, restructure = _wrt_variables(wrt)
     # Integer and bool variables (a step counter left trainable=True) have no
     # gradient: they get zeros, as frozen ones do, and are not differentiated.
